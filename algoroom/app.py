@@ -1,0 +1,59 @@
+"""``create_app``: the one factory of algoroom's ``web.Application``.
+
+It wires the pieces together and nothing else: settings in, an application out.
+Resources (the store, later the executor and Redis) open and close in ``cleanup_ctx``;
+sockets are closed with 1001 in ``on_shutdown``. The same application serves
+standalone or mounted with ``parent.add_subapp("/prefix/", create_app())``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+
+from aiohttp import WSCloseCode, web
+
+from . import docs, rest, ws
+from .hub import SessionHub
+from .keys import HUB, OPENAPI, SERVICE, SETTINGS
+from .middleware import cors_middleware_factory, error_middleware, validation_middleware
+from .openapi import openapi_json
+from .service import SessionService
+from .settings import Settings
+from .store import open_store
+
+log = logging.getLogger("algoroom")
+
+
+def create_app(settings: Settings | None = None) -> web.Application:
+    settings = settings or Settings()
+    app = web.Application(
+        middlewares=[cors_middleware_factory(settings.cors_origins), error_middleware, validation_middleware],
+        client_max_size=settings.max_body_bytes,
+    )
+    app[SETTINGS] = settings
+    app[HUB] = SessionHub()
+    app[OPENAPI] = {}
+    app.cleanup_ctx.append(_store_ctx)
+    app.on_shutdown.append(_close_sockets)
+
+    rest.add_routes(app)
+    ws.add_routes(app)
+    docs.add_routes(app)
+    app.router.add_get("/openapi.json", openapi_json, allow_head=False)
+    return app
+
+
+async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
+    store = open_store(app[SETTINGS].database_url)
+    await store.open()
+    log.info("session store: %s", store.url)
+    app[SERVICE] = SessionService(store, app[HUB])
+    try:
+        yield
+    finally:
+        await store.close()
+
+
+async def _close_sockets(app: web.Application) -> None:
+    await app[HUB].close_all(code=WSCloseCode.GOING_AWAY, message=b"server shutdown")

@@ -1,0 +1,102 @@
+"""Marshmallow schemas: the single description of every payload.
+
+Request bodies are validated with these schemas, responses are dumped through them,
+and the OpenAPI document is generated from them, so the three can never disagree.
+Wire names are camelCase, as the seed's frontend expects.
+"""
+
+from __future__ import annotations
+
+from marshmallow import EXCLUDE, RAISE, Schema, fields, validate
+
+from .languages import DEFAULT_LANGUAGE, LANGUAGES
+
+STRICT_BOOL = {"truthy": {True}, "falsy": {False}}
+
+
+def language_field(**kwargs) -> fields.String:
+    return fields.String(
+        validate=validate.OneOf(sorted(LANGUAGES)),
+        metadata={"description": "Language id, one of `GET /languages`.", "example": "python"},
+        **kwargs,
+    )
+
+
+class ErrorSchema(Schema):
+    message = fields.String(required=True, metadata={"example": "Session 'x' not found"})
+    code = fields.String(required=True, metadata={"example": "SESSION_NOT_FOUND"})
+    status = fields.Integer(required=True, metadata={"example": 404})
+    details = fields.Raw(
+        metadata={"description": "Per-field messages for validation errors: {field: [message]}."}
+    )
+
+
+class HealthSchema(Schema):
+    status = fields.String(required=True, metadata={"example": "healthy"})
+
+
+class CreateSessionSchema(Schema):
+    class Meta:
+        unknown = RAISE
+
+    language = language_field(load_default=DEFAULT_LANGUAGE)
+
+
+class UpdateCodeSchema(Schema):
+    class Meta:
+        unknown = RAISE
+
+    code = fields.String(required=True, metadata={"description": "The whole buffer; may be empty."})
+    language = language_field()
+    base_revision = fields.Integer(
+        data_key="baseRevision",
+        strict=True,
+        validate=validate.Range(min=0),
+        metadata={"description": "The revision this edit started from (optimistic concurrency)."},
+    )
+
+
+class SessionSchema(Schema):
+    id = fields.String(required=True, metadata={"format": "uuid"})
+    code = fields.String(required=True)
+    language = fields.String(required=True)
+    created_at = fields.String(required=True, data_key="createdAt", metadata={"format": "date-time"})
+    updated_at = fields.String(required=True, data_key="updatedAt", metadata={"format": "date-time"})
+    participants = fields.Integer(required=True, metadata={"description": "Sockets open on the session."})
+    revision = fields.Integer(required=True, metadata={"description": "+1 on every code change."})
+
+
+class ExecutionResultSchema(Schema):
+    """A result computed by a client (the browser runs the code) and shared with the session."""
+
+    class Meta:
+        unknown = EXCLUDE
+
+    success = fields.Boolean(required=True, **STRICT_BOOL)
+    output = fields.String(required=True)
+    error = fields.String(allow_none=True, load_default=None)
+    execution_time = fields.Float(
+        required=True,
+        data_key="executionTime",
+        validate=validate.Range(min=0),
+        metadata={"description": "Wall time of the run in milliseconds."},
+    )
+
+
+# --- WebSocket messages (documented in the README; validated on receipt) -------------------
+
+
+class ClientMessageSchema(Schema):
+    """The envelope every client frame must have; the type picks the handler."""
+
+    class Meta:
+        unknown = EXCLUDE
+
+    type = fields.String(required=True)
+
+
+class ClientCodeUpdateSchema(UpdateCodeSchema):
+    class Meta:
+        unknown = EXCLUDE
+
+    type = fields.String(required=True)

@@ -1,0 +1,120 @@
+"""Settings: declared once as a table of name, default and help.
+
+``Settings.from_env()`` reads ``ALGOROOM_*`` variables (and plain ``HOST``/``PORT``, as
+the seed did) and fails fast on a bad value. ``create_app`` never reads the environment:
+only ``__main__`` does, so an embedding service passes its own ``Settings``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+def default_database_url() -> str:
+    """``sqlite:///`` in ``$XDG_DATA_HOME/algoroom`` (``~/.local/share/algoroom``)."""
+    data_home = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
+    return "sqlite:///" + os.path.join(data_home, "algoroom", "algoroom.db")
+
+
+DEFAULT_CORS_ORIGINS = (
+    "http://localhost:5173",
+    "http://localhost:3000",
+    "http://127.0.0.1:5173",
+    "http://127.0.0.1:3000",
+)
+
+
+def _setting(default: Any, help: str, env: str | None = None) -> Any:
+    metadata = {"help": help, "env": env}
+    if isinstance(default, (list, dict, set)):
+        return field(default_factory=lambda: type(default)(default), metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
+@dataclass(frozen=True)
+class Settings:
+    host: str = _setting("127.0.0.1", "Interface to listen on (`--host` overrides).", env="HOST")
+    port: int = _setting(8000, "TCP port to listen on (`--port` overrides).", env="PORT")
+    cors_origins: tuple[str, ...] = _setting(
+        DEFAULT_CORS_ORIGINS,
+        "Comma-separated browser origins allowed by CORS and on WebSocket upgrades.",
+    )
+    database_url: str = _setting(
+        "sqlite:///$XDG_DATA_HOME/algoroom/algoroom.db",
+        "Where sessions are stored: `sqlite:///PATH`, `postgresql://...`, `redis://...` or "
+        "`memory://` (lost on exit). The default's `$XDG_DATA_HOME` is `~/.local/share` when unset.",
+    )
+    max_body_bytes: int = _setting(1024 * 1024, "Largest accepted request body, in bytes (413 above).")
+    ws_max_message_bytes: int = _setting(
+        8 * 1024 * 1024, "Largest accepted WebSocket message, in bytes (the socket is closed with 1009 above)."
+    )
+    ws_heartbeat_seconds: float = _setting(
+        30.0, "Interval of WebSocket pings; a peer that misses a pong is dropped."
+    )
+    ws_send_queue: int = _setting(
+        256, "Messages that may wait for one slow WebSocket reader before it is disconnected (1013)."
+    )
+    ws_send_timeout_seconds: float = _setting(
+        10.0, "Longest a single WebSocket send may stall before the reader is disconnected (1013)."
+    )
+    log_level: str = _setting("INFO", "Logging level of the `algoroom` loggers.")
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        """Build settings from ``ALGOROOM_*`` variables, then apply explicit overrides."""
+        environ = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for spec in dataclasses.fields(cls):
+            name = env_name(spec)
+            if name in environ:
+                values[spec.name] = _parse(spec, name, environ[name])
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.port <= 65535:
+            raise ValueError(f"port must be 0-65535, got {self.port}")
+        for name in ("max_body_bytes", "ws_max_message_bytes", "ws_send_queue"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be positive")
+        if self.database_url.startswith("sqlite:///$XDG_DATA_HOME/"):
+            object.__setattr__(self, "database_url", default_database_url())
+        if isinstance(self.cors_origins, str):  # tolerate Settings(cors_origins="a,b")
+            object.__setattr__(self, "cors_origins", _split(self.cors_origins))
+
+
+def env_name(spec: dataclasses.Field) -> str:
+    return spec.metadata.get("env") or f"ALGOROOM_{spec.name.upper()}"
+
+
+def documented_settings() -> list[tuple[str, Any, str]]:
+    """(environment variable, default, help) for every setting: the README table's source."""
+    return [(env_name(s), _default(s), s.metadata["help"]) for s in dataclasses.fields(Settings)]
+
+
+def _default(spec: dataclasses.Field) -> Any:
+    if spec.default is not dataclasses.MISSING:
+        return spec.default
+    return spec.default_factory()  # type: ignore[misc]
+
+
+def _split(raw: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in raw.split(",") if part.strip())
+
+
+def _parse(spec: dataclasses.Field, name: str, raw: str) -> Any:
+    kind = type(_default(spec))
+    try:
+        if kind is bool:
+            lowered = raw.strip().lower()
+            if lowered not in {"1", "0", "true", "false", "yes", "no", "on", "off"}:
+                raise ValueError(raw)
+            return lowered in {"1", "true", "yes", "on"}
+        if kind is tuple:
+            return _split(raw)
+        return kind(raw.strip())
+    except ValueError:
+        raise ValueError(f"invalid value for {name}: {raw!r} (expected {kind.__name__})") from None

@@ -1,0 +1,131 @@
+"""The JSON WebSocket endpoint ``/ws/sessions/{sessionId}``.
+
+One handler task per socket reads frames; outgoing messages go through the socket's
+:class:`~algoroom.hub.Connection` queue. Client frames are dispatched by ``type``
+through a table of (handler, schema); anything else gets an ``error`` reply in the
+same envelope as REST errors and changes nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import WSCloseCode, WSMsgType, hdrs, web
+from marshmallow import Schema, ValidationError
+
+from .errors import ApiError, ValidationFailed
+from .hub import Connection
+from .keys import HUB, SERVICE, SETTINGS
+from .middleware import normalise_messages
+from .schemas import ClientCodeUpdateSchema, ClientMessageSchema
+from .service import SessionService, participant_message
+
+log = logging.getLogger("algoroom.ws")
+
+#: Close code for an unknown session (policy violation), as the seed's clients expect.
+CLOSE_UNKNOWN_SESSION = WSCloseCode.POLICY_VIOLATION
+
+MessageHandler = Callable[[SessionService, Connection, dict[str, Any]], Awaitable[None]]
+
+
+async def _on_ping(service: SessionService, conn: Connection, data: dict[str, Any]) -> None:
+    conn.send_json({"type": "pong"})
+
+
+async def _on_code_update(service: SessionService, conn: Connection, data: dict[str, Any]) -> None:
+    await service.update_code(
+        conn.session_id,
+        data["code"],
+        data.get("language"),
+        expected_revision=data.get("base_revision"),
+    )
+
+
+#: type -> (handler, schema of the whole frame)
+DISPATCH: dict[str, tuple[MessageHandler, Schema]] = {
+    "ping": (_on_ping, ClientMessageSchema()),
+    "code_update": (_on_code_update, ClientCodeUpdateSchema()),
+}
+_envelope = ClientMessageSchema()
+
+
+def origin_allowed(request: web.Request) -> bool:
+    """Browsers always send ``Origin``; other clients may omit it and are allowed."""
+    origin = request.headers.get(hdrs.ORIGIN)
+    return origin is None or origin in request.app[SETTINGS].cors_origins
+
+
+async def session_socket(request: web.Request) -> web.StreamResponse:
+    app = request.app
+    settings, service, hub = app[SETTINGS], app[SERVICE], app[HUB]
+    session_id = request.match_info["sessionId"]
+    if not origin_allowed(request):
+        raise ApiError("Origin not allowed", status=403, code="ORIGIN_NOT_ALLOWED")
+
+    ws = web.WebSocketResponse(
+        heartbeat=settings.ws_heartbeat_seconds,
+        max_msg_size=settings.ws_max_message_bytes,
+        autoping=True,
+    )
+    await ws.prepare(request)
+    if await service.store.get(session_id) is None:
+        await ws.close(code=CLOSE_UNKNOWN_SESSION, message=b"session not found")
+        return ws
+
+    conn = Connection(
+        ws, session_id, queue_size=settings.ws_send_queue, send_timeout=settings.ws_send_timeout_seconds
+    )
+    count = hub.join(conn)
+    hub.broadcast(session_id, participant_message("participant_joined", session_id, count))
+    try:
+        async for msg in ws:
+            if msg.type is WSMsgType.TEXT:
+                await _handle_text(service, conn, msg.data)
+            elif msg.type is WSMsgType.BINARY:
+                _reply_error(conn, ApiError("Binary frames are not supported", status=400, code="BINARY_NOT_SUPPORTED"))
+            elif msg.type is WSMsgType.ERROR:
+                log.info("socket of session %s failed: %s", session_id, ws.exception())
+    finally:
+        remaining = hub.leave(conn)
+        hub.broadcast(session_id, participant_message("participant_left", session_id, remaining))
+        await conn.flush_and_stop(timeout=0)
+    return ws
+
+
+async def _handle_text(service: SessionService, conn: Connection, raw: str) -> None:
+    try:
+        frame = json.loads(raw)
+    except ValueError:
+        _reply_error(conn, ApiError("Frame is not valid JSON", status=400, code="INVALID_JSON"))
+        return
+    try:
+        kind = _envelope.load(frame)["type"] if isinstance(frame, dict) else None
+        if kind is None:
+            raise ValidationFailed({"body": ["A message must be a JSON object with a `type`."]})
+        entry = DISPATCH.get(kind)
+        if entry is None:
+            raise ApiError(f"Unknown message type {kind!r}", status=400, code="UNKNOWN_MESSAGE_TYPE")
+        handler, schema = entry
+        try:
+            data = schema.load(frame)
+        except ValidationError as error:
+            raise ValidationFailed(normalise_messages(error.messages)) from None
+        await handler(service, conn, data)
+    except ValidationError as error:
+        _reply_error(conn, ValidationFailed(normalise_messages(error.messages)))
+    except ApiError as error:
+        _reply_error(conn, error)
+    except Exception:
+        log.exception("unhandled error handling a frame of session %s", conn.session_id)
+        _reply_error(conn, ApiError("Internal server error"))
+
+
+def _reply_error(conn: Connection, error: ApiError) -> None:
+    conn.send_json({"type": "error", **error.to_dict()})
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_get("/ws/sessions/{sessionId}", session_socket, allow_head=False)

@@ -1,0 +1,82 @@
+"""Shared fixtures: every app under test comes from ``create_app(test_settings)``."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import pytest
+from aiohttp import WSMsgType, web
+from aiohttp.test_utils import TestClient
+
+from algoroom import Settings, create_app
+
+RECEIVE_TIMEOUT = 5.0
+
+
+@pytest.fixture
+def settings() -> Settings:
+    return Settings(database_url="memory://")
+
+
+@pytest.fixture
+def app(settings: Settings) -> web.Application:
+    return create_app(settings)
+
+
+@pytest.fixture
+async def client(aiohttp_client, app) -> TestClient:
+    return await aiohttp_client(app)
+
+
+@pytest.fixture
+async def session_id(client: TestClient) -> str:
+    resp = await client.post("/sessions", json={"language": "python"})
+    assert resp.status == 201
+    return (await resp.json())["id"]
+
+
+async def assert_error(resp, status: int, code: str, *, message_contains: str | None = None) -> dict[str, Any]:
+    """The one check of the error envelope, used on every error path."""
+    assert resp.status == status, await resp.text()
+    assert resp.content_type == "application/json"
+    body = await resp.json()
+    assert set(body) <= {"message", "code", "status", "details"}
+    assert body["status"] == status
+    assert body["code"] == code
+    assert isinstance(body["message"], str) and body["message"]
+    assert "Traceback" not in body["message"]
+    if message_contains is not None:
+        assert message_contains in body["message"]
+    return body
+
+
+async def receive_json(ws, timeout: float = RECEIVE_TIMEOUT) -> dict[str, Any]:
+    msg = await ws.receive(timeout=timeout)
+    assert msg.type is WSMsgType.TEXT, (msg.type, msg.data, msg.extra)
+    return json.loads(msg.data)
+
+
+async def receive_until(ws, type_: str, timeout: float = RECEIVE_TIMEOUT, **match: Any) -> dict[str, Any]:
+    """Read messages until one of ``type_`` (and matching fields) arrives, or fail on timeout."""
+
+    async def scan() -> dict[str, Any]:
+        while True:
+            message = await receive_json(ws, timeout)
+            if message["type"] == type_ and all(message.get(k) == v for k, v in match.items()):
+                return message
+
+    return await asyncio.wait_for(scan(), timeout)
+
+
+async def receive_close(ws, timeout: float = RECEIVE_TIMEOUT):
+    """Read until the socket closes; returns the CLOSE message (data is the close code)."""
+
+    async def scan():
+        while True:
+            msg = await ws.receive(timeout=timeout)
+            if msg.type in (WSMsgType.CLOSE, WSMsgType.CLOSED, WSMsgType.CLOSING, WSMsgType.ERROR):
+                return msg
+
+    return await asyncio.wait_for(scan(), timeout)
