@@ -33,13 +33,20 @@ class Connection:
     """The outgoing side of one WebSocket: a bounded queue and the task that drains it."""
 
     __slots__ = (
-        "ws", "session_id", "_queue", "_writer", "_send_started", "_send_timeout", "_loop", "_dropped"
+        "ws", "session_id", "_queue", "_writer", "_send_started", "_send_timeout", "_loop", "_dropped", "_transport"
     )
 
     def __init__(
-        self, ws: web.WebSocketResponse, session_id: str, *, queue_size: int, send_timeout: float
+        self,
+        ws: web.WebSocketResponse,
+        session_id: str,
+        *,
+        queue_size: int,
+        send_timeout: float,
+        transport: asyncio.BaseTransport | None = None,
     ) -> None:
         self.ws = ws
+        self._transport = transport
         self.session_id = session_id
         self._queue: asyncio.Queue[str] = asyncio.Queue(queue_size)
         self._send_timeout = send_timeout
@@ -82,9 +89,15 @@ class Connection:
         log.info("dropping slow WebSocket reader of session %s: %s", self.session_id, reason)
         self._dropped = True
         self._writer.cancel()
-        # drain=False: the peer is not reading, so waiting for the buffer would hang; on
-        # the timeout aiohttp closes the transport itself.
-        self._writer = self._loop.create_task(close_socket(self.ws, CLOSE_TOO_SLOW, b"reader too slow", drain=False))
+        self._writer = self._loop.create_task(self._close_stalled())
+
+    async def _close_stalled(self) -> None:
+        # drain=False: the peer is not reading, so waiting for its buffer would hang.
+        await close_socket(self.ws, CLOSE_TOO_SLOW, b"reader too slow", drain=False)
+        # If even the close frame could not be written, closing the transport would wait
+        # for a flush that never comes: abort it so the handler's read loop ends now.
+        if self._transport is not None:
+            self._transport.abort()
 
     async def flush_and_stop(self, timeout: float = 1.0) -> None:
         """Give queued messages a moment to go out, then stop the writer task."""

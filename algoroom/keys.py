@@ -6,16 +6,16 @@ without importing each other.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from aiohttp import web
 
-if TYPE_CHECKING:
-    from .hub import SessionHub
-    from .service import SessionService
-    from .settings import Settings
+from .hub import SessionHub
+from .service import SessionService
+from .settings import Settings
 
-SETTINGS = web.AppKey("algoroom.settings", "Settings")
-HUB = web.AppKey("algoroom.hub", "SessionHub")
-SERVICE = web.AppKey("algoroom.service", "SessionService")
+SETTINGS = web.AppKey("algoroom.settings", Settings)
+HUB = web.AppKey("algoroom.hub", SessionHub)
+SERVICE = web.AppKey("algoroom.service", SessionService)
+#: Filled with the OpenAPI document on first request (the app is frozen by then).
 OPENAPI = web.AppKey("algoroom.openapi", dict[str, Any])

@@ -58,6 +58,7 @@ def session_response(service, session, status: int = 200) -> web.Response:
 
 @docs(tags=["health"], summary="Liveness check")
 @response_schema(HealthSchema, 200, description="The server is up.")
+@errors()
 async def health(request: web.Request) -> web.Response:
     return web.json_response(_health_body)
 

@@ -19,6 +19,7 @@ def default_database_url() -> str:
     return "sqlite:///" + os.path.join(data_home, "algoroom", "algoroom.db")
 
 
+
 DEFAULT_CORS_ORIGINS = (
     "http://localhost:5173",
     "http://localhost:3000",

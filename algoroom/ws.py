@@ -76,7 +76,11 @@ async def session_socket(request: web.Request) -> web.StreamResponse:
         return ws
 
     conn = Connection(
-        ws, session_id, queue_size=settings.ws_send_queue, send_timeout=settings.ws_send_timeout_seconds
+        ws,
+        session_id,
+        queue_size=settings.ws_send_queue,
+        send_timeout=settings.ws_send_timeout_seconds,
+        transport=request.transport,
     )
     count = hub.join(conn)
     hub.broadcast(session_id, participant_message("participant_joined", session_id, count))
