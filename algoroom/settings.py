@@ -13,11 +13,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+
 def default_database_url() -> str:
     """``sqlite:///`` in ``$XDG_DATA_HOME/algoroom`` (``~/.local/share/algoroom``)."""
     data_home = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
     return "sqlite:///" + os.path.join(data_home, "algoroom", "algoroom.db")
-
 
 
 DEFAULT_CORS_ORIGINS = (
