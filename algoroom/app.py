@@ -1,9 +1,9 @@
 """``create_app``: the one factory of algoroom's ``web.Application``.
 
 It wires the pieces together and nothing else: settings in, an application out.
-Resources (the store, later the executor and Redis) open and close in ``cleanup_ctx``;
-sockets are closed with 1001 in ``on_shutdown``. The same application serves
-standalone or mounted with ``parent.add_subapp("/prefix/", create_app())``.
+Resources (the store, the cluster link, background sweeps) open and close in
+``cleanup_ctx``; sockets are closed with 1001 in ``on_shutdown``. The same application
+serves standalone or mounted with ``parent.add_subapp("/prefix/", create_app())``.
 """
 
 from __future__ import annotations
@@ -14,6 +14,8 @@ from collections.abc import AsyncIterator
 from aiohttp import WSCloseCode, web
 
 from . import docs, rest, ws
+from .cluster import LocalCluster, RedisCluster
+from .expiry import run_expiry
 from .hub import SessionHub
 from .keys import HUB, OPENAPI, SERVICE, SETTINGS
 from .middleware import cors_middleware_factory, error_middleware, validation_middleware
@@ -21,6 +23,7 @@ from .openapi import openapi_json
 from .service import SessionService
 from .settings import Settings
 from .store import open_store
+from .tasks import owned_task
 
 log = logging.getLogger("algoroom")
 
@@ -34,7 +37,8 @@ def create_app(settings: Settings | None = None) -> web.Application:
     app[SETTINGS] = settings
     app[HUB] = SessionHub()
     app[OPENAPI] = {}
-    app.cleanup_ctx.append(_store_ctx)
+    app.cleanup_ctx.append(_service_ctx)
+    app.cleanup_ctx.append(_expiry_ctx)
     app.on_shutdown.append(_close_sockets)
 
     rest.add_routes(app)
@@ -44,15 +48,27 @@ def create_app(settings: Settings | None = None) -> web.Application:
     return app
 
 
-async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
-    store = open_store(app[SETTINGS].database_url)
+async def _service_ctx(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    store = open_store(settings.database_url)
     await store.open()
     log.info("session store: %s", store.url)
-    app[SERVICE] = SessionService(store, app[HUB])
+    if settings.redis_url:
+        cluster: LocalCluster = RedisCluster(app[HUB], settings.redis_url, prefix=settings.redis_prefix)
+    else:
+        cluster = LocalCluster(app[HUB])
     try:
+        await cluster.start()
+        app[SERVICE] = SessionService(store, cluster)
         yield
     finally:
+        await cluster.stop()
         await store.close()
+
+
+async def _expiry_ctx(app: web.Application) -> AsyncIterator[None]:
+    async with owned_task(run_expiry(app[SERVICE], app[SETTINGS].session_ttl), name="algoroom-expiry"):
+        yield
 
 
 async def _close_sockets(app: web.Application) -> None:

@@ -151,12 +151,25 @@ class SessionHub:
         room = self._rooms.get(session_id)
         return len(room.members) if room else 0
 
-    def broadcast(self, session_id: str, message: dict[str, Any], *, revision: int | None = None) -> int:
+    def broadcast(self, session_id: str, message: dict[str, Any], *, revision: int | None = None) -> str | None:
         """Serialise ``message`` once and queue it on every socket of the session.
+
+        Returns the serialised payload (for relaying to other processes), or ``None``
+        when the message was superseded (see :meth:`broadcast_payload`).
+        """
+        if revision is not None and not self._is_newer(session_id, revision):
+            return None
+        payload = _dumps(message)
+        self.broadcast_payload(session_id, payload, revision=revision)
+        return payload
+
+    def broadcast_payload(self, session_id: str, payload: str, *, revision: int | None = None) -> int:
+        """Queue an already-serialised message on every socket of the session.
 
         A message carrying a code ``revision`` older than one already sent is dropped:
         it holds the whole buffer, so the newer one supersedes it, and every socket
-        sees revisions in increasing order even when concurrent writes finish out of order.
+        sees revisions in increasing order even when concurrent writes (here or in other
+        processes) finish out of order.
         """
         room = self._rooms.get(session_id)
         if room is None:
@@ -165,10 +178,17 @@ class SessionHub:
             if revision <= room.revision:
                 return 0
             room.revision = revision
-        payload = _dumps(message)
         for conn in tuple(room.members):
             conn.send(payload)
         return len(room.members)
+
+    def _is_newer(self, session_id: str, revision: int) -> bool:
+        room = self._rooms.get(session_id)
+        return room is None or revision > room.revision
+
+    def session_ids(self) -> list[str]:
+        """Sessions with at least one socket in this process."""
+        return list(self._rooms)
 
     def connections(self, session_id: str | None = None) -> Iterable[Connection]:
         """A snapshot (safe to close while iterating) of one session's or all connections."""

@@ -6,20 +6,24 @@ middleware and the OpenAPI document both read them.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 
 from aiohttp import web
 from aiohttp_apispec import docs, request_schema, response_schema
 
+from .errors import ApiError, RevisionConflict
 from .keys import SERVICE
 from .schemas import (
     CreateSessionSchema,
     ErrorSchema,
     ExecutionResultSchema,
     HealthSchema,
+    ReadySchema,
     SessionSchema,
     UpdateCodeSchema,
 )
+from .service import CLOSE_SESSION_DELETED
 
 _session_schema = SessionSchema()
 _health_body = HealthSchema().dump({"status": "healthy"})
@@ -48,9 +52,9 @@ def errors(*statuses: int) -> Callable:
     return wrapper
 
 
-def session_response(service, session, status: int = 200) -> web.Response:
+async def session_response(service, session, status: int = 200) -> web.Response:
     return web.json_response(
-        _session_schema.dump(service.view(session)),
+        _session_schema.dump(await service.describe(session)),
         status=status,
         headers={"ETag": f'"{session.revision}"'},
     )
@@ -63,6 +67,33 @@ async def health(request: web.Request) -> web.Response:
     return web.json_response(_health_body)
 
 
+@docs(
+    tags=["health"],
+    summary="Readiness, per dependency",
+    description="503 when the session store cannot serve; a lost Redis only degrades "
+    "cross-process fan-out, so it reports `degraded` with 200.",
+)
+@response_schema(ReadySchema, 200, description="Ready (possibly degraded).")
+@response_schema(ReadySchema, 503, description="Not ready: the store is failing.")
+async def ready(request: web.Request) -> web.Response:
+    service = request.app[SERVICE]
+    checks: dict[str, dict] = {}
+    try:
+        await asyncio.wait_for(service.store.ping(), timeout=2)
+        checks["store"] = {"ok": True, "url": service.store.url}
+    except Exception as error:  # noqa: BLE001 - any failure means not ready
+        checks["store"] = {"ok": False, "url": service.store.url, "error": f"{type(error).__name__}: {error}"}
+    cluster = service.cluster.status()
+    checks["cluster"] = cluster
+    status = "ready"
+    if not checks["store"]["ok"]:
+        status = "unavailable"
+    elif cluster.get("ok") is False:
+        status = "degraded"
+    body = ReadySchema().dump({"status": status, "checks": checks})
+    return web.json_response(body, status=503 if status == "unavailable" else 200)
+
+
 @docs(tags=["sessions"], summary="Create a coding session")
 @request_schema(CreateSessionSchema)
 @response_schema(SessionSchema, 201, description="The new session.")
@@ -70,7 +101,7 @@ async def health(request: web.Request) -> web.Response:
 async def create_session(request: web.Request) -> web.Response:
     service = request.app[SERVICE]
     session = await service.create(request["data"]["language"])
-    return session_response(service, session, status=201)
+    return await session_response(service, session, status=201)
 
 
 @docs(tags=["sessions"], summary="Get a session")
@@ -79,27 +110,63 @@ async def create_session(request: web.Request) -> web.Response:
 async def get_session(request: web.Request) -> web.Response:
     service = request.app[SERVICE]
     session = await service.get(request.match_info["sessionId"])
-    return session_response(service, session)
+    return await session_response(service, session)
 
 
 @docs(
     tags=["sessions"],
     summary="Replace a session's code",
-    description="Every socket of the session receives a `code_update` with the new revision.",
+    description="Every socket of the session receives a `code_update` with the new revision. "
+    "To avoid lost updates, send `If-Match: \"<revision>\"` (412 when stale) or a "
+    "`baseRevision` (409 when stale).",
+    parameters=[
+        {
+            "in": "header",
+            "name": "If-Match",
+            "required": False,
+            "schema": {"type": "string"},
+            "description": 'The ETag (revision) the edit was based on, e.g. `"3"`.',
+        }
+    ],
 )
 @request_schema(UpdateCodeSchema, required=True)
 @response_schema(SessionSchema, 200, description="The updated session.")
-@errors(400, 404, 413, 422)
+@errors(400, 404, 409, 412, 413, 422)
 async def update_code(request: web.Request) -> web.Response:
     service = request.app[SERVICE]
     data = request["data"]
-    session = await service.update_code(
-        request.match_info["sessionId"],
-        data["code"],
-        data.get("language"),
-        expected_revision=data.get("base_revision"),
-    )
-    return session_response(service, session)
+    session_id = request.match_info["sessionId"]
+    if_match = parse_if_match(request.headers.get("If-Match"))
+    expected = if_match if if_match is not None else data.get("base_revision")
+    try:
+        session = await service.update_code(session_id, data["code"], data.get("language"), expected_revision=expected)
+    except RevisionConflict as conflict:
+        if if_match is not None:
+            conflict.status = 412
+        raise
+    return await session_response(service, session)
+
+
+def parse_if_match(value: str | None) -> int | None:
+    """The revision named by an ``If-Match`` header (``"3"``, ``W/"3"`` or ``3``); ``*`` is none."""
+    if value is None or value.strip() == "*":
+        return None
+    tag = value.split(",")[0].strip().removeprefix("W/").strip('"')
+    if not tag.isdigit():
+        raise ApiError("If-Match must name a revision, e.g. \"3\"", status=400, code="INVALID_IF_MATCH")
+    return int(tag)
+
+
+@docs(
+    tags=["sessions"],
+    summary="Delete a session",
+    description=f"Its sockets are closed with code {CLOSE_SESSION_DELETED} (session deleted).",
+)
+@response_schema(None, 204, description="Deleted.")
+@errors(404)
+async def delete_session(request: web.Request) -> web.Response:
+    await request.app[SERVICE].delete(request.match_info["sessionId"])
+    return web.Response(status=204)
 
 
 @docs(
@@ -114,13 +181,16 @@ async def update_code(request: web.Request) -> web.Response:
 async def share_execution_result(request: web.Request) -> web.Response:
     service = request.app[SERVICE]
     result = ExecutionResultSchema().dump(request["data"])
-    await service.share_execution_result(request.match_info["sessionId"], result)
+    session = await service.get(request.match_info["sessionId"])
+    await service.share_execution_result(session.id, result)
     return web.Response(status=204)
 
 
 def add_routes(app: web.Application) -> None:
     app.router.add_get("/health", health, allow_head=False)
+    app.router.add_get("/ready", ready, allow_head=False)
     app.router.add_post("/sessions", create_session)
     app.router.add_get("/sessions/{sessionId}", get_session, allow_head=False)
+    app.router.add_delete("/sessions/{sessionId}", delete_session)
     app.router.add_put("/sessions/{sessionId}/code", update_code)
     app.router.add_post("/sessions/{sessionId}/execution-result", share_execution_result)

@@ -35,6 +35,18 @@ class HealthSchema(Schema):
     status = fields.String(required=True, metadata={"example": "healthy"})
 
 
+class ReadySchema(Schema):
+    status = fields.String(
+        required=True, validate=validate.OneOf(["ready", "degraded", "unavailable"]), metadata={"example": "ready"}
+    )
+    checks = fields.Dict(
+        keys=fields.String(),
+        values=fields.Dict(),
+        required=True,
+        metadata={"description": "Per dependency: `ok`, and `error` when failing."},
+    )
+
+
 class CreateSessionSchema(Schema):
     class Meta:
         unknown = RAISE

@@ -2,26 +2,30 @@
 
 REST handlers and WebSocket messages both call :class:`SessionService`, so a ``PUT``
 and a client ``code_update`` frame behave identically. The service owns no I/O of its
-own: storage is a :class:`~algoroom.store.base.SessionStore`, fan-out is the
-:class:`~algoroom.hub.SessionHub`.
+own: storage is a :class:`~algoroom.store.base.SessionStore`, delivery to sockets (in
+this process and, with Redis, in every other) is the cluster's.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from .cluster import LocalCluster
 from .errors import SessionNotFound
-from .hub import SessionHub
-from .sessions import Session, isoformat, utcnow
+from .messages import code_update_message, execution_message
+from .sessions import Session, isoformat
 
 if TYPE_CHECKING:
     from .store.base import SessionStore
 
+#: Close code sent to the sockets of a deleted session (like HTTP 410 Gone).
+CLOSE_SESSION_DELETED = 4410
+
 
 class SessionService:
-    def __init__(self, store: SessionStore, hub: SessionHub) -> None:
+    def __init__(self, store: SessionStore, cluster: LocalCluster) -> None:
         self.store = store
-        self.hub = hub
+        self.cluster = cluster
 
     async def create(self, language: str) -> Session:
         session = Session.new(language)
@@ -46,54 +50,28 @@ class SessionService:
         session = await self.store.update_code(
             session_id, code, language, expected_revision=expected_revision
         )
-        self.hub.broadcast(session.id, code_update_message(session), revision=session.revision)
+        self.cluster.broadcast(session.id, code_update_message(session), revision=session.revision)
         return session
+
+    async def delete(self, session_id: str) -> None:
+        if not await self.store.delete(session_id):
+            raise SessionNotFound(session_id)
+        await self.cluster.close_session(session_id, CLOSE_SESSION_DELETED, b"session deleted")
 
     async def share_execution_result(self, session_id: str, result: dict[str, Any], **extra: Any) -> None:
         """Send an ``execution_result`` (client-computed or our own) to every socket."""
-        await self.get(session_id)
-        self.hub.broadcast(
-            session_id,
-            {
-                "type": "execution_result",
-                "sessionId": session_id,
-                **extra,
-                "executionResult": result,
-                "timestamp": isoformat(utcnow()),
-            },
+        self.cluster.broadcast(
+            session_id, execution_message("execution_result", session_id, **extra, executionResult=result)
         )
 
-    def participants(self, session_id: str) -> int:
-        return self.hub.count(session_id)
-
-    def view(self, session: Session) -> dict[str, Any]:
-        """The wire form of a session (``SessionSchema`` dumps it)."""
+    async def describe(self, session: Session) -> dict[str, Any]:
+        """The wire form of a session (``SessionSchema`` dumps it), with the live count."""
         return {
             "id": session.id,
             "code": session.code,
             "language": session.language,
             "created_at": isoformat(session.created_at),
             "updated_at": isoformat(session.updated_at),
-            "participants": self.participants(session.id),
+            "participants": await self.cluster.participants(session.id),
             "revision": session.revision,
         }
-
-
-def code_update_message(session: Session) -> dict[str, Any]:
-    return {
-        "type": "code_update",
-        "sessionId": session.id,
-        "code": session.code,
-        "language": session.language,
-        "revision": session.revision,
-        "timestamp": isoformat(session.updated_at),
-    }
-
-
-def participant_message(kind: str, session_id: str, participants: int) -> dict[str, Any]:
-    return {
-        "type": kind,
-        "sessionId": session_id,
-        "participants": participants,
-        "timestamp": isoformat(utcnow()),
-    }

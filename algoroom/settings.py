@@ -48,6 +48,18 @@ class Settings:
         "Where sessions are stored: `sqlite:///PATH`, `postgresql://...`, `redis://...` or "
         "`memory://` (lost on exit). The default's `$XDG_DATA_HOME` is `~/.local/share` when unset.",
     )
+    redis_url: str = _setting(
+        "",
+        "Redis for running several processes as one (`redis://host:6379/0`): events and participant "
+        "counts are shared through it. Empty: single process.",
+    )
+    redis_prefix: str = _setting(
+        "algoroom", "Prefix of Algoroom's Redis keys and channel (several deployments can share one Redis)."
+    )
+    session_ttl: int = _setting(
+        7 * 24 * 3600,
+        "Seconds after which a session with no participants and no change expires (swept in the background).",
+    )
     max_body_bytes: int = _setting(1024 * 1024, "Largest accepted request body, in bytes (413 above).")
     ws_max_message_bytes: int = _setting(
         8 * 1024 * 1024, "Largest accepted WebSocket message, in bytes (the socket is closed with 1009 above)."
@@ -78,7 +90,7 @@ class Settings:
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
             raise ValueError(f"port must be 0-65535, got {self.port}")
-        for name in ("max_body_bytes", "ws_max_message_bytes", "ws_send_queue"):
+        for name in ("max_body_bytes", "ws_max_message_bytes", "ws_send_queue", "session_ttl"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive")
         if self.database_url.startswith("sqlite:///$XDG_DATA_HOME/"):

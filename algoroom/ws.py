@@ -18,10 +18,11 @@ from marshmallow import Schema, ValidationError
 
 from .errors import ApiError, ValidationFailed
 from .hub import Connection
-from .keys import HUB, SERVICE, SETTINGS
+from .keys import SERVICE, SETTINGS
+from .messages import participant_message
 from .middleware import normalise_messages
 from .schemas import ClientCodeUpdateSchema, ClientMessageSchema
-from .service import SessionService, participant_message
+from .service import SessionService
 
 log = logging.getLogger("algoroom.ws")
 
@@ -60,7 +61,8 @@ def origin_allowed(request: web.Request) -> bool:
 
 async def session_socket(request: web.Request) -> web.StreamResponse:
     app = request.app
-    settings, service, hub = app[SETTINGS], app[SERVICE], app[HUB]
+    settings, service = app[SETTINGS], app[SERVICE]
+    cluster = service.cluster
     session_id = request.match_info["sessionId"]
     if not origin_allowed(request):
         raise ApiError("Origin not allowed", status=403, code="ORIGIN_NOT_ALLOWED")
@@ -82,8 +84,8 @@ async def session_socket(request: web.Request) -> web.StreamResponse:
         send_timeout=settings.ws_send_timeout_seconds,
         transport=request.transport,
     )
-    count = hub.join(conn)
-    hub.broadcast(session_id, participant_message("participant_joined", session_id, count))
+    count = await cluster.join(conn)
+    cluster.broadcast(session_id, participant_message("participant_joined", session_id, count))
     try:
         async for msg in ws:
             if msg.type is WSMsgType.TEXT:
@@ -93,8 +95,8 @@ async def session_socket(request: web.Request) -> web.StreamResponse:
             elif msg.type is WSMsgType.ERROR:
                 log.info("socket of session %s failed: %s", session_id, ws.exception())
     finally:
-        remaining = hub.leave(conn)
-        hub.broadcast(session_id, participant_message("participant_left", session_id, remaining))
+        remaining = await cluster.leave(conn)
+        cluster.broadcast(session_id, participant_message("participant_left", session_id, remaining))
         await conn.flush_and_stop(timeout=0)
     return ws
 

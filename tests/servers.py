@@ -274,7 +274,11 @@ def redis_url() -> Iterator[str]:
         try:
             server = stack.enter_context(start_redis())
         except ServerUnavailable as exc:
-            unavailable(str(exc))
+            reason = str(exc)
+        else:
+            reason = ""
+        if reason:
+            unavailable(reason)
         yield server.url
 
 
@@ -288,5 +292,9 @@ def postgres_url() -> Iterator[str]:
         try:
             server = stack.enter_context(start_postgres())
         except ServerUnavailable as exc:
-            unavailable(str(exc))
+            reason = str(exc)
+        else:
+            reason = ""
+        if reason:
+            unavailable(reason)
         yield server.url

@@ -21,7 +21,8 @@ death of any algoroom process; surviving a Redis restart needs ``appendonly yes`
 when it can see that append-only persistence is off.
 
 URL: any redis-py URL (``redis://:password@host:port/db``, ``rediss://`` for TLS,
-``unix:///path.sock``), plus ``?prefix=...`` to share one database between deployments.
+``unix:///path.sock``, redis-py's query options such as ``?max_connections=64``, the
+default here), plus ``?prefix=...`` to share one database between deployments.
 """
 
 from __future__ import annotations
@@ -51,6 +52,7 @@ from algoroom.store.migrations import migrate_redis
 log = logging.getLogger(__name__)
 
 DEFAULT_PREFIX = "algoroom:"
+DEFAULT_MAX_CONNECTIONS = 64  # ?max_connections= in the URL overrides it
 
 # KEYS: session, active. ARGV: code, language, created_at, updated_at, revision, id
 _CREATE = """
@@ -160,7 +162,12 @@ class RedisStore(SessionStore):
     async def open(self) -> None:
         if self._client is not None:
             return
-        client = aioredis.from_url(self._client_url, decode_responses=False)
+        # A blocking pool makes a burst of callers queue for a connection instead of failing
+        # with "Too many connections".
+        pool = aioredis.BlockingConnectionPool.from_url(
+            self._client_url, decode_responses=False, max_connections=DEFAULT_MAX_CONNECTIONS
+        )
+        client = aioredis.Redis.from_pool(pool)
         try:
             await migrate_redis(client, self.prefix)
             await self._warn_if_volatile(client)

@@ -1,0 +1,396 @@
+"""Seeing one spawned run through: pipes, deadlines, memory, exit, kill.
+
+Why it is built this way:
+
+- ``subprocess.Popen`` without ``preexec_fn`` spawns with vfork (about 1 ms whatever the
+  server's size); ``close_fds`` keeps every server fd out of the sandbox.
+- We own the pipes: each is enlarged to 128 KiB (``F_SETPIPE_SZ``; a Node stderr flood
+  died with ``std::bad_alloc`` on 64 KiB pipes) and read with ``loop.add_reader`` until
+  EOF, always, even past the output cap: a writer on an undrained pipe blocks until the
+  wall limit. asyncio's own subprocess transport is not used, so CPython issue 119710
+  (``Process.wait()`` waits for pipe EOF on 3.11-3.13) does not apply.
+- Exit is observed through a pidfd and reaped with ``wait4``, whose rusage covers every
+  process of the run that was reaped inside it (with ``--as-pid-1`` that is all of
+  them): the run's CPU time. Signals go through the pidfd, so a reused pid is never hit.
+- Stages: a compiled language first compiles (its own deadline and memory limit, its
+  output on a third pipe ending in a status trailer), then runs with the run limits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import logging
+import os
+import signal
+import subprocess
+from dataclasses import dataclass
+from typing import Sequence
+
+from .watchdog import MemoryWatchdog
+
+log = logging.getLogger("algoroom.execution")
+
+PIPE_SIZE = 128 * 1024
+READ_CHUNK = 65536
+#: After the process exited and was killed, how long its pipes may take to reach EOF.
+EOF_GRACE_S = 2.0
+_F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
+
+
+@dataclass
+class Outcome:
+    """What happened to one spawned run, before it is judged (see result.py)."""
+
+    exit_code: int | None = None
+    #: A signal that ended the spawned process itself (we only do that when killing).
+    term_signal: int | None = None
+    stdout: bytes = b""
+    stderr: bytes = b""
+    compile_output: bytes | None = None
+    compile_status: int | None = None
+    truncated: bool = False
+    #: Why we killed it: timeout, compile_timeout, memory, output, cancelled.
+    killed_for: str | None = None
+    wall_ms: int = 0
+    compile_ms: int | None = None
+    cpu_ms: int = 0
+    memory_kb: int = 0
+    spawn_error: str | None = None
+
+
+class _Stream:
+    __slots__ = ("name", "fd", "chunks", "size", "tail", "eof")
+
+    def __init__(self, name: str, fd: int) -> None:
+        self.name = name
+        self.fd = fd
+        self.chunks: list[bytes] = []
+        self.size = 0
+        self.tail = b""
+        self.eof = False
+
+
+def make_pipe() -> tuple[int, int]:
+    """A pipe (read end non-blocking, both close-on-exec) enlarged to PIPE_SIZE."""
+    r, w = os.pipe2(os.O_CLOEXEC)
+    try:
+        fcntl.fcntl(w, _F_SETPIPE_SZ, PIPE_SIZE)
+    except OSError:  # over /proc/sys/fs/pipe-max-size: keep the default size
+        pass
+    os.set_blocking(r, False)
+    return r, w
+
+
+def _parse_times(line: bytes) -> int:
+    """bash ``times`` line ``0m0.151s 0m0.042s`` -> user + system ms."""
+    total = 0.0
+    for part in line.split():
+        text = part.decode("ascii", "replace").rstrip("s")
+        minutes, _, seconds = text.partition("m")
+        try:
+            total += int(minutes) * 60 + float(seconds)
+        except ValueError:
+            return 0
+    return round(total * 1000)
+
+
+class ProcessRun:
+    """One spawn of a run's argv, watched until it and its pipes are done.
+
+    ``kill()`` may be called at any time (client gone, shutdown); ``execute()`` always
+    returns once the spawned process is reaped and its pipes are at EOF.
+    """
+
+    def __init__(
+        self,
+        argv: Sequence[str],
+        *,
+        env: dict[str, str],
+        stdin_fd: int,
+        pass_fds: tuple[int, ...] = (),
+        compile_pipe: tuple[int, int] | None = None,
+        cwd: str = "/",
+        output_cap: int,
+        wall_ms: int,
+        compile_wall_ms: int | None = None,
+        uid: int | None = None,
+        watchdog: MemoryWatchdog | None = None,
+        memory_kb: int = 0,
+        compile_memory_kb: int = 0,
+        own_process_group: bool = False,
+    ) -> None:
+        self._argv = list(argv)
+        self._env = env
+        self._stdin_fd = stdin_fd
+        self._pass_fds = pass_fds
+        self._compile_pipe = compile_pipe
+        self._cwd = cwd
+        self._cap = output_cap
+        self._wall_s = wall_ms / 1000
+        self._compile_wall_s = None if compile_wall_ms is None else compile_wall_ms / 1000
+        self._uid = uid
+        self._watchdog = watchdog
+        self._memory_kb = memory_kb
+        self._compile_memory_kb = compile_memory_kb
+        self._own_group = own_process_group
+
+        self.outcome = Outcome()
+        self._captured = 0
+        self._streams: list[_Stream] = []
+        self._compile_stream: _Stream | None = None
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._pidfd: int | None = None
+        self._exited = False
+        self._rusage_cpu_ms = 0
+        self._max_rss_kb = 0
+        self._compile_cpu_ms = 0
+        self._timer: asyncio.TimerHandle | None = None
+        self._grace: asyncio.TimerHandle | None = None
+        self._watch = None
+        self._done: asyncio.Future[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._t_start = 0.0
+        self._t_run = 0.0
+        self._t_exit = 0.0
+
+    # -- public ---------------------------------------------------------------------
+
+    async def execute(self) -> Outcome:
+        loop = self._loop = asyncio.get_running_loop()
+        self._done = loop.create_future()
+        to_close: list[int] = []
+        try:
+            out_r, out_w = make_pipe()
+            to_close.append(out_w)
+            self._streams.append(_Stream("stdout", out_r))
+            err_r, err_w = make_pipe()
+            to_close.append(err_w)
+            self._streams.append(_Stream("stderr", err_r))
+            if self._compile_pipe is not None:
+                self._compile_stream = _Stream("compile", self._compile_pipe[0])
+                to_close.append(self._compile_pipe[1])
+            try:
+                self._proc = subprocess.Popen(
+                    self._argv,
+                    stdin=self._stdin_fd,
+                    stdout=out_w,
+                    stderr=err_w,
+                    pass_fds=self._pass_fds,
+                    close_fds=True,
+                    env=self._env,
+                    cwd=self._cwd,
+                    start_new_session=self._own_group,
+                )
+            except OSError as exc:
+                self.outcome.spawn_error = f"could not start {self._argv[0]}: {exc}"
+                return self.outcome
+            finally:
+                for fd in to_close:
+                    os.close(fd)
+                to_close.clear()
+            self._t_start = self._t_run = loop.time()
+            self._pidfd = os.pidfd_open(self._proc.pid)
+            loop.add_reader(self._pidfd, self._on_exit_readable)
+            for stream in self._all_streams():
+                loop.add_reader(stream.fd, self._on_readable, stream)
+            first_stage = self._compile_wall_s if self._compile_stream is not None else self._wall_s
+            self._timer = loop.call_at(self._t_start + first_stage, self._on_deadline)
+            if self._watchdog is not None and self._uid is not None:
+                limit = self._compile_memory_kb if self._compile_stream is not None else self._memory_kb
+                self._watch = self._watchdog.watch(self._uid, limit, lambda used: self.kill("memory"))
+            await self._done
+            return self._finish()
+        finally:
+            for fd in to_close:
+                os.close(fd)
+            self._cleanup()
+
+    def kill(self, reason: str) -> None:
+        """Kill the whole run (first reason wins). Safe at any time, also after exit."""
+        if self.outcome.killed_for is None and not self._exited:
+            self.outcome.killed_for = reason
+        if self._exited or self._pidfd is None or self._proc is None:
+            return
+        if self._own_group:
+            try:
+                os.killpg(self._proc.pid, signal.SIGKILL)
+            except OSError:
+                pass
+        try:
+            signal.pidfd_send_signal(self._pidfd, signal.SIGKILL)
+        except OSError:  # already exited, not yet reaped
+            pass
+
+    # -- event callbacks -------------------------------------------------------------
+
+    def _all_streams(self) -> list[_Stream]:
+        return self._streams + ([self._compile_stream] if self._compile_stream is not None else [])
+
+    def _on_readable(self, stream: _Stream) -> None:
+        for _ in range(16):  # bounded, so one flooding run cannot starve the event loop
+            try:
+                chunk = os.read(stream.fd, READ_CHUNK)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                chunk = b""
+            if not chunk:
+                self._on_eof(stream)
+                return
+            if stream is self._compile_stream:
+                self._take_compile(stream, chunk)
+            else:
+                self._take_output(stream, chunk)
+
+    def _take_output(self, stream: _Stream, chunk: bytes) -> None:
+        room = self._cap - self._captured
+        if room > 0:
+            kept = chunk[:room]
+            stream.chunks.append(kept)
+            self._captured += len(kept)
+        if len(chunk) > room:
+            self.outcome.truncated = True
+            self.kill("output")
+
+    def _take_compile(self, stream: _Stream, chunk: bytes) -> None:
+        stream.tail = (stream.tail + chunk)[-1024:]
+        room = self._cap - stream.size
+        if room > 0:
+            stream.chunks.append(chunk[:room])
+        stream.size += len(chunk)
+
+    def _on_eof(self, stream: _Stream) -> None:
+        assert self._loop is not None
+        self._loop.remove_reader(stream.fd)
+        os.close(stream.fd)
+        stream.eof = True
+        if stream is self._compile_stream:
+            self._compile_finished(stream)
+        self._check_done()
+
+    def _compile_finished(self, stream: _Stream) -> None:
+        """The compile stage ended: parse its trailer and arm the run stage's limits."""
+        assert self._loop is not None
+        now = self._loop.time()
+        parts = stream.tail.rsplit(b"\n", 4)
+        status: int | None = None
+        if len(parts) == 5 and parts[4] == b"" and parts[3].isdigit():
+            status = int(parts[3])
+            self._compile_cpu_ms = _parse_times(parts[2])
+            output = b"".join(stream.chunks)
+            if stream.size <= self._cap:
+                output = output.rsplit(b"\n", 4)[0]
+            self.outcome.compile_output = output
+        else:
+            self.outcome.compile_output = b"".join(stream.chunks)
+        self.outcome.compile_status = status
+        self.outcome.compile_ms = round((now - self._t_start) * 1000)
+        if status != 0 or self._exited:
+            return
+        self._t_run = now
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = self._loop.call_at(now + self._wall_s, self._on_deadline)
+        if self._watch is not None:
+            self._watch.limit_kb = self._memory_kb
+            self._watch.peak_kb = 0
+
+    def _on_deadline(self) -> None:
+        self._timer = None
+        in_compile = self._compile_stream is not None and not self._compile_stream.eof
+        self.kill("compile_timeout" if in_compile else "timeout")
+
+    def _on_exit_readable(self) -> None:
+        assert self._loop is not None and self._proc is not None and self._pidfd is not None
+        try:
+            pid, status, rusage = os.wait4(self._proc.pid, os.WNOHANG)
+        except ChildProcessError:  # reaped elsewhere (should not happen): treat as exited
+            pid, status, rusage = self._proc.pid, 0, None
+        if pid == 0:
+            return
+        self._t_exit = self._loop.time()
+        self._exited = True
+        self._loop.remove_reader(self._pidfd)
+        os.close(self._pidfd)
+        self._pidfd = None
+        code = os.waitstatus_to_exitcode(status)
+        self._proc.returncode = code
+        if code < 0:
+            self.outcome.term_signal = -code
+        else:
+            self.outcome.exit_code = code
+        if rusage is not None:
+            self._rusage_cpu_ms = round((rusage.ru_utime + rusage.ru_stime) * 1000)
+            self._max_rss_kb = rusage.ru_maxrss
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self._own_group:  # unsandboxed: no pid namespace ends the stragglers for us
+            try:
+                os.killpg(self._proc.pid, signal.SIGKILL)
+            except OSError:
+                pass
+        if not self._check_done():
+            self._grace = self._loop.call_later(EOF_GRACE_S, self._on_grace_expired)
+
+    def _on_grace_expired(self) -> None:
+        """The process is gone but something still holds its pipes open: stop waiting."""
+        self._grace = None
+        log.warning("run pipes still open %.1f s after exit; closing them", EOF_GRACE_S)
+        for stream in self._all_streams():
+            if not stream.eof:
+                self._on_eof(stream)
+
+    def _check_done(self) -> bool:
+        if self._exited and all(s.eof for s in self._all_streams()):
+            if self._done is not None and not self._done.done():
+                self._done.set_result(None)
+            return True
+        return False
+
+    # -- end -------------------------------------------------------------------------
+
+    def _finish(self) -> Outcome:
+        o = self.outcome
+        o.stdout = b"".join(self._streams[0].chunks)
+        o.stderr = b"".join(self._streams[1].chunks)
+        o.wall_ms = max(0, round((self._t_exit - self._t_run) * 1000))
+        compiled = self._compile_stream is not None
+        o.cpu_ms = max(0, self._rusage_cpu_ms - self._compile_cpu_ms)
+        peak = self._watch.peak_kb if self._watch is not None else 0
+        # ru_maxrss covers one process (the largest); with a compile stage it is the compiler's.
+        o.memory_kb = max(peak, 0 if compiled else self._max_rss_kb)
+        return o
+
+    def _cleanup(self) -> None:
+        loop = self._loop
+        for handle in (self._timer, self._grace):
+            if handle is not None:
+                handle.cancel()
+        self._timer = self._grace = None
+        if self._watch is not None and self._watchdog is not None:
+            self._watchdog.unwatch(self._watch)
+        if loop is not None:
+            for stream in self._all_streams():
+                if not stream.eof:
+                    loop.remove_reader(stream.fd)
+                    os.close(stream.fd)
+                    stream.eof = True
+            if self._pidfd is not None:
+                loop.remove_reader(self._pidfd)
+        if self._pidfd is not None and self._proc is not None and not self._exited:
+            # Only reached if execute() itself failed: never leave the process behind.
+            try:
+                signal.pidfd_send_signal(self._pidfd, signal.SIGKILL)
+            except OSError:
+                pass
+            try:
+                os.waitpid(self._proc.pid, 0)  # SIGKILLed: returns promptly
+            except ChildProcessError:
+                pass
+            self._proc.returncode = -signal.SIGKILL
+            self._exited = True
+        if self._pidfd is not None:
+            os.close(self._pidfd)
+            self._pidfd = None

@@ -1,0 +1,265 @@
+"""The command line that puts one run in a bubblewrap sandbox, and the host checks it needs.
+
+A run is launched as a chain of small exec wrappers, not with ``preexec_fn`` (which
+forces ``fork()`` of the whole server, ms per spawn at a few hundred MiB of RSS):
+
+    prlimit (rlimits) -> setpriv (the slot's own uid, no caps, no_new_privs) -> bwrap -> program
+
+Each wrapper execs the next, so the pid we spawn is the pid we kill. Why each piece
+(measured facts are in shared/notes/sandbox.md):
+
+- the slot's own unprivileged uid: RLIMIT_NPROC is ignored for root, and a per-uid
+  budget shared between runs would let one run starve another;
+- bwrap with new user, pid, mount, ipc, uts, cgroup and network namespaces: a fresh
+  network namespace per run has no interface but its own loopback, so neither the
+  network, the host's loopback services nor its abstract unix sockets are reachable,
+  and two concurrent runs cannot talk to each other;
+- ``--as-pid-1``: the program is pid 1 of its namespace, so when it exits the kernel
+  kills everything it left (setsid/double-forked daemons included) and no bwrap reaper
+  is left as a zombie counting against the uid's process budget;
+- ``--die-with-parent``: if the server dies, even by SIGKILL, the run dies too;
+- a read-only view of /usr and a few files of /etc only (no /home, /root, /work, /run,
+  /var, /sys), /usr/local hidden, size-capped private tmpfs for /box (the work dir),
+  /tmp and /dev/shm, and the root and /dev remounted read-only so nothing else can be
+  filled; the source goes in with ``--file`` from a memfd, so the server never writes
+  into (or follows a path inside) a box;
+- ``--disable-userns``: no nested user namespace, hence no nested pid namespace either,
+  so the run cannot hide processes from its uid or its pid 1.
+
+A compiled language runs ``bash -c`` as pid 1: the compiler first, its output on a
+separate pipe followed by a status trailer, then the program ``exec``'d in its place
+with the run stage's tighter limits.
+"""
+
+from __future__ import annotations
+
+import glob
+import math
+import os
+import shlex
+import shutil
+import tempfile
+from dataclasses import dataclass
+
+from ..languages import Language
+from .limits import ExecutionLimits
+
+BOX = "/box"
+SANDBOX_UID = 1000
+SANDBOX_PATH = "/usr/bin:/bin"
+HOSTNAME = "algoroom"
+
+#: Host files a toolchain needs, bound read-only if present.
+_ETC_FILES = (
+    "/etc/alternatives",  # /usr/bin/java, cc, ... are symlinks through it
+    "/etc/ld.so.cache",
+    "/etc/ld.so.conf",
+    "/etc/ld.so.conf.d",
+    "/etc/localtime",
+)
+_ETC_GLOBS = ("/etc/java-*",)  # the JVM reads its security and logging config from there
+
+_PASSWD = f"box:x:{SANDBOX_UID}:{SANDBOX_UID}:box:{BOX}:/bin/sh\n"
+_GROUP = f"box:x:{SANDBOX_UID}:\n"
+_HOSTS = f"127.0.0.1\tlocalhost {HOSTNAME}\n::1\tlocalhost\n"
+
+
+class SandboxUnavailable(Exception):
+    """The sandbox cannot work on this host; the message says how to fix it (one line)."""
+
+
+@dataclass(frozen=True)
+class SandboxTools:
+    bwrap: str
+    prlimit: str
+    setpriv: str
+    bash: str
+
+    @classmethod
+    def find(cls) -> SandboxTools:
+        found = {}
+        hints = {
+            "bwrap": "apt-get install bubblewrap",
+            "prlimit": "apt-get install util-linux",
+            "setpriv": "apt-get install util-linux",
+            "bash": "apt-get install bash",
+        }
+        missing = []
+        for name in hints:
+            path = shutil.which(name, path="/usr/bin:/bin:/usr/sbin:/sbin")
+            if path is None:
+                missing.append(name)
+            found[name] = path
+        if missing:
+            fixes = sorted({hints[name] for name in missing})
+            raise SandboxUnavailable(
+                f"code execution is disabled: {', '.join(missing)} not found; install with: {'; '.join(fixes)}"
+            )
+        return cls(**found)
+
+
+def check_host() -> None:
+    """Raise SandboxUnavailable if this host cannot give each run its own uid and namespaces."""
+    if os.geteuid() != 0:
+        raise SandboxUnavailable(
+            "code execution is disabled: the server must run as root to give each execution slot its own "
+            "unprivileged uid (RLIMIT_NPROC only holds per uid); run it as root, or set "
+            "ALGOROOM_EXEC_ALLOW_UNSANDBOXED=1 for local development only"
+        )
+    try:
+        with open("/proc/sys/user/max_user_namespaces") as f:
+            if int(f.read()) == 0:
+                raise SandboxUnavailable(
+                    "code execution is disabled: user namespaces are off; enable them with "
+                    "'sysctl -w user.max_user_namespaces=15000'"
+                )
+    except FileNotFoundError:
+        raise SandboxUnavailable("code execution is disabled: this kernel has no user namespaces") from None
+    try:
+        with open("/proc/sys/kernel/unprivileged_userns_clone") as f:
+            if f.read().strip() == "0":
+                raise SandboxUnavailable(
+                    "code execution is disabled: unprivileged user namespaces are off; enable them with "
+                    "'sysctl -w kernel.unprivileged_userns_clone=1'"
+                )
+    except FileNotFoundError:
+        pass
+
+
+def make_etc_dir() -> str:
+    """A root-owned, read-only-to-others dir with the sandbox's own passwd, group and hosts."""
+    base = "/run" if os.access("/run", os.W_OK) else None
+    path = tempfile.mkdtemp(prefix="algoroom-exec-etc-", dir=base)
+    os.chmod(path, 0o755)
+    for name, text in (("passwd", _PASSWD), ("group", _GROUP), ("hosts", _HOSTS)):
+        file_path = os.path.join(path, name)
+        with open(file_path, "w") as f:
+            f.write(text)
+        os.chmod(file_path, 0o644)
+    return path
+
+
+def _system_mounts(etc_dir: str) -> list[str]:
+    """bwrap arguments for the read-only system view, computed once per executor."""
+    args = ["--ro-bind", "/usr", "/usr"]
+    if os.path.isdir("/usr/local"):
+        args += ["--tmpfs", "/usr/local", "--remount-ro", "/usr/local"]
+    for name in ("bin", "sbin", "lib", "lib32", "lib64", "libx32"):
+        host = f"/{name}"
+        if os.path.islink(host):
+            args += ["--symlink", os.readlink(host), host]
+        elif os.path.isdir(host):
+            args += ["--ro-bind", host, host]
+    args += ["--perms", "0755", "--dir", "/etc"]
+    etc = [p for p in _ETC_FILES if os.path.exists(p)]
+    for pattern in _ETC_GLOBS:
+        etc += sorted(glob.glob(pattern))
+    for path in etc:
+        args += ["--ro-bind", path, path]
+    for name in ("passwd", "group", "hosts"):
+        args += ["--ro-bind", os.path.join(etc_dir, name), f"/etc/{name}"]
+    return args
+
+
+def rlimit_args(limits: ExecutionLimits, *, memory_mb: int, cpu_ms: int) -> list[str]:
+    """prlimit options. CPU: SIGXCPU at the soft limit, SIGKILL one second later."""
+    cpu_s = max(1, math.ceil(cpu_ms / 1000))
+    return [
+        # +1: the outer bwrap process runs as the slot uid too.
+        f"--nproc={limits.processes + 1}",
+        f"--nofile={limits.open_files}",
+        f"--fsize={limits.file_size_bytes}",
+        f"--cpu={cpu_s}:{cpu_s + 1}",
+        f"--data={memory_mb * 1024 * 1024}",
+        "--core=0",
+        "--memlock=0",
+        "--msgqueue=0",
+    ]
+
+
+def substitute(argv: tuple[str, ...], limits: ExecutionLimits) -> list[str]:
+    return [part.replace("{heap_mb}", str(limits.heap_mb)) for part in argv]
+
+
+def compile_script(language: Language, limits: ExecutionLimits, compile_fd: int) -> str:
+    """bash script: compile with output to ``compile_fd``, report, then exec the program.
+
+    The trailer after the compiler's output is ``\\n``, bash's ``times`` (the second
+    line is the compiler's CPU time) and the exit status, each on its own line.
+    """
+    assert language.compile is not None
+    cpu_s = max(1, math.ceil(limits.cpu_ms / 1000))
+    compile_cmd = shlex.join(substitute(language.compile, limits))
+    run_cmd = shlex.join(substitute(language.run, limits))
+    fd = compile_fd
+    return (
+        f"{compile_cmd} >&{fd} 2>&1 </dev/null\n"
+        "s=$?\n"
+        f"{{ printf '\\n'; times; printf '%s\\n' \"$s\"; }} >&{fd}\n"
+        f"exec {fd}>&-\n"
+        '[ "$s" = 0 ] || exit 0\n'
+        f"ulimit -d {limits.memory_mb * 1024} && ulimit -H -t {cpu_s + 1} && ulimit -S -t {cpu_s} || exit 125\n"
+        f'exec {run_cmd} "$@"\n'
+    )
+
+
+class Sandbox:
+    """Builds the argv of sandboxed runs on this host."""
+
+    def __init__(self, tools: SandboxTools, etc_dir: str) -> None:
+        self.tools = tools
+        self.etc_dir = etc_dir
+        self._system = _system_mounts(etc_dir)
+
+    def command(
+        self,
+        *,
+        uid: int,
+        language: Language,
+        limits: ExecutionLimits,
+        source_fd: int,
+        compile_fd: int | None,
+        args: tuple[str, ...] = (),
+    ) -> list[str]:
+        compiled = language.compile is not None
+        memory_mb = max(limits.memory_mb, limits.compile_memory_mb) if compiled else limits.memory_mb
+        cpu_ms = max(limits.cpu_ms, limits.compile_wall_ms) if compiled else limits.cpu_ms
+        tmpfs_bytes = str(limits.workdir_mb * 1024 * 1024)
+        argv = [self.tools.prlimit, *rlimit_args(limits, memory_mb=memory_mb, cpu_ms=cpu_ms), "--"]
+        argv += [
+            self.tools.setpriv, f"--reuid={uid}", f"--regid={uid}", "--clear-groups",
+            "--inh-caps=-all", "--bounding-set=-all", "--no-new-privs", "--",
+        ]
+        argv += [
+            self.tools.bwrap,
+            "--unshare-user", "--unshare-pid", "--unshare-net", "--unshare-ipc", "--unshare-uts",
+            "--unshare-cgroup-try", "--disable-userns",
+            "--die-with-parent", "--new-session", "--as-pid-1",
+            "--uid", str(SANDBOX_UID), "--gid", str(SANDBOX_UID), "--hostname", HOSTNAME,
+            *self._system,
+            "--proc", "/proc",
+            "--dev", "/dev",
+            "--size", tmpfs_bytes, "--tmpfs", "/dev/shm",
+            "--size", tmpfs_bytes, "--tmpfs", "/tmp",
+            "--size", tmpfs_bytes, "--perms", "0755", "--tmpfs", BOX,
+            "--perms", "0644", "--file", str(source_fd), f"{BOX}/{language.file_name}",
+            "--remount-ro", "/dev",
+            "--remount-ro", "/",
+            "--chdir", BOX,
+            "--clearenv",
+        ]
+        for key, value in sandbox_env(language).items():
+            argv += ["--setenv", key, value]
+        argv.append("--")
+        if compiled:
+            assert compile_fd is not None
+            argv += [self.tools.bash, "-c", compile_script(language, limits, compile_fd), "main", *args]
+        else:
+            argv += [*substitute(language.run, limits), *args]
+        return argv
+
+
+def sandbox_env(language: Language) -> dict[str, str]:
+    env = {"PATH": SANDBOX_PATH, "HOME": BOX, "TMPDIR": "/tmp", "LANG": "C.UTF-8", "USER": "box"}
+    env.update(language.env)
+    return env

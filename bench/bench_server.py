@@ -1,0 +1,724 @@
+"""Algoroom vs. the seed's FastAPI + uvicorn stack, side by side, in one run.
+
+    .venv/bin/pip install -e . -r bench/requirements.txt   # plus `apt-get install wrk`
+    .venv/bin/python bench/bench_server.py                  # table; --json for a document
+
+Each server runs as its own subprocess on a free loopback port and is measured in turn,
+with the same load, on the same fresh state:
+
+1. Idle memory: the server's RSS (``VmRSS``) before and after opening N idle WebSockets
+   (rooms of ``--mem-room-size``), divided by N.
+2. Throughput: ``GET /sessions/{id}`` and ``PUT /sessions/{id}/code`` requests/s at
+   ``--connections`` keep-alive connections for ``--duration`` s after a ``--warmup`` s run
+   (``wrk`` if installed, else an aiohttp load generator in a separate process).
+3. Fan-out: with 100 and with 1000 sockets on one session, ``--puts`` PUTs, one at a time;
+   each socket's delivery time is its receipt time minus the moment the PUT's bytes were
+   written. Sockets and the PUT live in this process and share ``time.perf_counter``.
+
+Sockets here are a minimal RFC 6455 client on raw asyncio transports (it answers pings,
+parses frames, and looks for the PUT's marker in text frames without decoding JSON), so
+the client's own cost stays small next to the server's.
+
+With two or more cores the server is pinned to core 0 and this process (and ``wrk``,
+which inherits its affinity) to core 1, so the load generator never steals the server's
+core; ``--no-pin`` turns that off. Every wait is bounded; the run stops by itself.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import json
+import os
+import platform
+import re
+import resource
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+HOST = "127.0.0.1"
+ROOT = Path(__file__).resolve().parent.parent
+FASTAPI_SEED = Path(__file__).resolve().parent / "fastapi_seed.py"
+
+TARGETS = {"throughput": 2.0, "last_socket": 0.5, "memory": 0.5}
+
+PUT_LUA = """\
+wrk.method = "PUT"
+wrk.body = '{"code":"print(1)"}'
+wrk.headers["Content-Type"] = "application/json"
+"""
+PUT_BODY = b'{"code":"print(1)"}'
+
+
+class BenchError(RuntimeError):
+    pass
+
+
+# --- servers -----------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind((HOST, 0))
+        return sock.getsockname()[1]
+
+
+class Server:
+    """A server subprocess: started on a free port, health-checked, measured, stopped."""
+
+    def __init__(self, name: str, argv: list[str], env: dict[str, str], port: int, cpu: int | None) -> None:
+        self.name, self.argv, self.env, self.port, self.cpu = name, argv, env, port, cpu
+        self.log = tempfile.NamedTemporaryFile(prefix=f"bench-{name}-", suffix=".log", delete=False)
+        self.proc: subprocess.Popen | None = None
+
+    def start(self, timeout: float) -> None:
+        cpu = self.cpu
+        preexec = (lambda: os.sched_setaffinity(0, {cpu})) if cpu is not None else None
+        self.proc = subprocess.Popen(
+            self.argv, env=self.env, cwd=ROOT, stdout=self.log, stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL, preexec_fn=preexec,
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self.check_alive()
+            try:
+                with socket.create_connection((HOST, self.port), timeout=1) as sock:
+                    sock.sendall(f"GET /health HTTP/1.1\r\nHost: {HOST}\r\nConnection: close\r\n\r\n".encode())
+                    if sock.recv(64).startswith(b"HTTP/1.1 200"):
+                        return
+            except OSError:
+                pass
+            time.sleep(0.05)
+        self.stop()
+        raise BenchError(f"{self.name} did not answer /health within {timeout:.0f} s; log: {self.log.name}")
+
+    def check_alive(self) -> None:
+        if self.proc is not None and self.proc.poll() is not None:
+            tail = Path(self.log.name).read_text(errors="replace")[-2000:]
+            raise BenchError(f"{self.name} exited with {self.proc.returncode}:\n{tail}")
+
+    def rss_kib(self) -> int:
+        assert self.proc is not None
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+        raise BenchError("no VmRSS in /proc/PID/status")
+
+    def stop(self) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.send_signal(signal.SIGINT)
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(timeout=5)
+
+
+def algoroom_server(args: argparse.Namespace, cpu: int | None) -> Server:
+    port = free_port()
+    env = dict(os.environ, ALGOROOM_DATABASE_URL=args.database_url, ALGOROOM_LOG_LEVEL="WARNING")
+    argv = [sys.executable, "-m", "algoroom", "--host", HOST, "--port", str(port)]
+    return Server("algoroom", argv, env, port, cpu)
+
+
+def fastapi_server(args: argparse.Namespace, cpu: int | None) -> Server:
+    port = free_port()
+    argv = [sys.executable, str(FASTAPI_SEED), "--host", HOST, "--port", str(port)]
+    return Server("fastapi", argv, dict(os.environ), port, cpu)
+
+
+# --- a small HTTP/1.1 keep-alive client --------------------------------------------------
+
+
+class HttpConnection:
+    """One keep-alive connection; ``send`` returns the perf_counter when the bytes went out."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+
+    async def __aenter__(self) -> HttpConnection:
+        self.reader, self.writer = await asyncio.open_connection(HOST, self.port)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self.writer is not None
+        self.writer.close()
+
+    def send(self, method: str, path: str, body: bytes | None = None) -> float:
+        head = f"{method} {path} HTTP/1.1\r\nHost: {HOST}:{self.port}\r\n"
+        if body is not None:
+            head += f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+        data = (head + "\r\n").encode() + (body or b"")
+        assert self.writer is not None
+        sent = time.perf_counter()
+        self.writer.write(data)
+        return sent
+
+    async def response(self, timeout: float = 10.0) -> tuple[int, bytes]:
+        assert self.reader is not None
+        head = await asyncio.wait_for(self.reader.readuntil(b"\r\n\r\n"), timeout)
+        status = int(head.split(b" ", 2)[1])
+        match = re.search(rb"(?im)^content-length:\s*(\d+)", head)
+        if match is None:
+            raise BenchError(f"response without Content-Length: {head!r}")
+        return status, await asyncio.wait_for(self.reader.readexactly(int(match.group(1))), timeout)
+
+    async def request(self, method: str, path: str, body: Any = None, expect: int = 200) -> Any:
+        self.send(method, path, None if body is None else json.dumps(body).encode())
+        status, payload = await self.response()
+        if status != expect:
+            raise BenchError(f"{method} {path} answered {status}: {payload[:200]!r}")
+        return json.loads(payload) if payload else None
+
+
+# --- a minimal WebSocket listener --------------------------------------------------------
+
+
+class DeliveryTracker:
+    """Receipt times of the one marker currently expected on every socket."""
+
+    def __init__(self) -> None:
+        self.marker: bytes | None = None
+        self.times: list[float] = []
+        self.expected = 0
+        self.done: asyncio.Future[None] | None = None
+
+    def arm(self, marker: bytes, expected: int) -> None:
+        self.marker, self.times, self.expected = marker, [], expected
+        self.done = asyncio.get_running_loop().create_future()
+
+    def hit(self, now: float) -> None:
+        self.times.append(now)
+        if len(self.times) == self.expected and self.done is not None and not self.done.done():
+            self.done.set_result(None)
+
+
+class WebSocketListener(asyncio.Protocol):
+    """A client socket that only listens: handshake, frames, pongs; no JSON decoding."""
+
+    def __init__(self, path: str, port: int, tracker: DeliveryTracker) -> None:
+        self.path, self.port, self.tracker = path, port, tracker
+        self.buf = bytearray()
+        self.upgraded = False
+        self.ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.transport: asyncio.Transport | None = None
+        self.last_text = b""
+        self.frames = 0
+        self.close_code: int | None = None
+        self.lost = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        key = base64.b64encode(os.urandom(16)).decode()
+        self.transport.write(
+            f"GET {self.path} HTTP/1.1\r\nHost: {HOST}:{self.port}\r\nUpgrade: websocket\r\n"
+            f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode()
+        )
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.lost = True
+        if not self.ready.done():
+            self.ready.set_exception(BenchError(f"connection lost during handshake: {exc}"))
+
+    def data_received(self, data: bytes) -> None:
+        now = time.perf_counter()
+        buf = self.buf
+        buf += data
+        if not self.upgraded:
+            end = buf.find(b"\r\n\r\n")
+            if end < 0:
+                return
+            status = bytes(buf[: buf.find(b"\r\n")])
+            del buf[: end + 4]
+            if not status.startswith(b"HTTP/1.1 101"):
+                self.ready.set_exception(BenchError(f"upgrade refused: {status!r}"))
+                return
+            self.upgraded = True
+            self.ready.set_result(None)
+        pos, size = 0, len(buf)
+        while size - pos >= 2:
+            b1 = buf[pos + 1]
+            length, header = b1 & 0x7F, 2
+            if length == 126:
+                if size - pos < 4:
+                    break
+                length, header = int.from_bytes(buf[pos + 2: pos + 4], "big"), 4
+            elif length == 127:
+                if size - pos < 10:
+                    break
+                length, header = int.from_bytes(buf[pos + 2: pos + 10], "big"), 10
+            end = pos + header + length
+            if end > size:
+                break
+            opcode = buf[pos] & 0x0F
+            payload = bytes(buf[pos + header: end])
+            pos = end
+            if opcode in (0x1, 0x0):
+                self.frames += 1
+                self.last_text = payload
+                marker = self.tracker.marker
+                if marker is not None and marker in payload:
+                    self.tracker.hit(now)
+            elif opcode == 0x9:  # ping -> pong (client frames are masked; a zero key is valid)
+                self.transport.write(bytes((0x8A, 0x80 | len(payload))) + b"\0\0\0\0" + payload)
+            elif opcode == 0x8:
+                self.close_code = int.from_bytes(payload[:2], "big") if len(payload) >= 2 else 1005
+                self.transport.close()
+        del buf[:pos]
+
+    def participants(self) -> int | None:
+        """The count in the last frame, if it was a participant event."""
+        try:
+            message = json.loads(self.last_text)
+        except ValueError:
+            return None
+        return message.get("participants") if message.get("type", "").startswith("participant_") else None
+
+
+async def open_listeners(
+    port: int, session_ids: list[str], tracker: DeliveryTracker, timeout: float, concurrency: int = 64
+) -> list[WebSocketListener]:
+    loop = asyncio.get_running_loop()
+    gate = asyncio.Semaphore(concurrency)
+
+    async def open_one(session_id: str) -> WebSocketListener:
+        async with gate:
+            _, listener = await loop.create_connection(
+                lambda: WebSocketListener(f"/ws/sessions/{session_id}", port, tracker), HOST, port
+            )
+            await listener.ready
+            return listener
+
+    return list(await asyncio.wait_for(asyncio.gather(*(open_one(s) for s in session_ids)), timeout))
+
+
+async def wait_until(predicate, timeout: float, what: str, interval: float = 0.05) -> float:
+    """Poll ``predicate`` (sync or async) until true; returns the seconds it took."""
+    start = time.perf_counter()
+    deadline = start + timeout
+    while True:
+        result = predicate()
+        if asyncio.iscoroutine(result):
+            result = await result
+        if result:
+            return time.perf_counter() - start
+        if time.perf_counter() > deadline:
+            raise BenchError(f"timed out after {timeout:.0f} s waiting for {what}")
+        await asyncio.sleep(interval)
+
+
+def settled(listeners: list[WebSocketListener], room_size: int) -> bool:
+    """Every socket has seen the last join of its room (the join storm is over)."""
+    for listener in listeners:
+        if listener.close_code is not None or listener.lost:
+            raise BenchError(f"a socket was closed by the server (code {listener.close_code})")
+        if listener.participants() != room_size:
+            return False
+    return True
+
+
+async def close_listeners(http: HttpConnection, listeners: list[WebSocketListener], session_ids: set[str]) -> None:
+    for listener in listeners:
+        if listener.transport is not None:
+            listener.transport.close()
+
+    async def all_gone() -> bool:
+        for session_id in session_ids:
+            if (await http.request("GET", f"/sessions/{session_id}"))["participants"]:
+                return False
+        return True
+
+    await wait_until(all_gone, 60, "the server to see every socket leave", interval=0.2)
+
+
+# --- measurements ------------------------------------------------------------------------
+
+
+async def warm_up(port: int) -> None:
+    """Touch every code path once so lazy imports and caches are not counted as per-socket memory."""
+    async with HttpConnection(port) as http:
+        session_id = (await http.request("POST", "/sessions", {"language": "python"}, expect=201))["id"]
+        for i in range(50):
+            await http.request("GET", f"/sessions/{session_id}")
+            await http.request("PUT", f"/sessions/{session_id}/code", {"code": f"warm {i}"})
+        tracker = DeliveryTracker()
+        listeners = await open_listeners(port, [session_id] * 20, tracker, 30)
+        await wait_until(lambda: settled(listeners, 20), 30, "warm-up sockets to settle")
+        for i in range(5):
+            await http.request("PUT", f"/sessions/{session_id}/code", {"code": f"warm socket {i}"})
+        await close_listeners(http, listeners, {session_id})
+
+
+async def measure_memory(server: Server, sockets: int, room_size: int) -> dict[str, Any]:
+    async with HttpConnection(server.port) as http:
+        rooms = [
+            (await http.request("POST", "/sessions", expect=201))["id"] for _ in range(-(-sockets // room_size))
+        ]
+        await asyncio.sleep(0.5)
+        before = server.rss_kib()
+        session_ids = [rooms[i // room_size] for i in range(sockets)]
+        tracker = DeliveryTracker()
+        listeners = await open_listeners(server.port, session_ids, tracker, 60)
+        sizes = {room: session_ids.count(room) for room in rooms}
+        await wait_until(
+            lambda: all(settled([ls], sizes[sid]) for ls, sid in zip(listeners, session_ids)), 60, "idle sockets to settle"
+        )
+        await asyncio.sleep(1.0)
+        after = statistics.median([server.rss_kib(), await _rss_later(server), await _rss_later(server)])
+        await close_listeners(http, listeners, set(rooms))
+    return {
+        "sockets": sockets,
+        "room_size": room_size,
+        "rss_before_kib": before,
+        "rss_after_kib": after,
+        "kib_per_socket": (after - before) / sockets,
+    }
+
+
+async def _rss_later(server: Server) -> int:
+    await asyncio.sleep(0.2)
+    return server.rss_kib()
+
+
+def percentile(values: list[float], pct: float) -> float:
+    """Nearest-rank percentile."""
+    ordered = sorted(values)
+    rank = max(1, -(-len(ordered) * pct // 100))
+    return ordered[int(rank) - 1]
+
+
+async def measure_fanout(server: Server, sockets: int, puts: int) -> dict[str, Any]:
+    async with HttpConnection(server.port) as control, HttpConnection(server.port) as writer:
+        session_id = (await control.request("POST", "/sessions", expect=201))["id"]
+        tracker = DeliveryTracker()
+        started = time.perf_counter()
+        listeners = await open_listeners(server.port, [session_id] * sockets, tracker, 90)
+        await wait_until(lambda: settled(listeners, sockets), 120, f"{sockets} sockets to settle")
+        join_seconds = time.perf_counter() - started
+        await asyncio.sleep(0.2)
+        per_socket: list[float] = []
+        last: list[float] = []
+        responses: list[float] = []
+        for i in range(puts):
+            marker = f"bench:{i}:".encode()
+            tracker.arm(marker, sockets)
+            sent = writer.send("PUT", f"/sessions/{session_id}/code", b'{"code":"/*' + marker + b'*/"}')
+            status, body = await writer.response()
+            answered = time.perf_counter()
+            if status != 200:
+                raise BenchError(f"PUT answered {status}: {body[:200]!r}")
+            try:
+                await asyncio.wait_for(tracker.done, 30)
+            except asyncio.TimeoutError:
+                raise BenchError(f"PUT {i}: only {len(tracker.times)} of {sockets} sockets received it") from None
+            latencies = [(t - sent) * 1000 for t in tracker.times]
+            per_socket.extend(latencies)
+            last.append(max(latencies))
+            responses.append((answered - sent) * 1000)
+            tracker.marker = None
+        await close_listeners(control, listeners, {session_id})
+    return {
+        "sockets": sockets,
+        "puts": puts,
+        "median_ms": statistics.median(per_socket),
+        "p99_ms": percentile(per_socket, 99),
+        "last_socket_ms": statistics.median(last),
+        "last_socket_max_ms": max(last),
+        "put_response_median_ms": statistics.median(responses),
+        "join_storm_s": join_seconds,
+    }
+
+
+def run_wrk(port: int, path: str, method: str, args: argparse.Namespace, lua: str | None) -> dict[str, Any]:
+    url = f"http://{HOST}:{port}{path}"
+    base = ["wrk", "-t1", f"-c{args.connections}", "--latency"] + (["-s", lua] if lua else [])
+    subprocess.run(base + [f"-d{args.warmup}s", url], capture_output=True, text=True, timeout=args.warmup + 30)
+    out = subprocess.run(
+        base + [f"-d{args.duration}s", url], capture_output=True, text=True, timeout=args.duration + 30, check=True
+    ).stdout
+    rps = re.search(r"Requests/sec:\s*([\d.]+)", out)
+    if rps is None:
+        raise BenchError(f"cannot read wrk output:\n{out}")
+    errors = sum(map(int, re.findall(r"(?:connect|read|write|timeout) (\d+)", out)))
+    non2xx = re.search(r"Non-2xx or 3xx responses:\s*(\d+)", out)
+    p50 = re.search(r"^\s*50%\s+(\S+)", out, re.M)
+    p99 = re.search(r"^\s*99%\s+(\S+)", out, re.M)
+    return {
+        "method": method,
+        "rps": float(rps.group(1)),
+        "errors": errors + (int(non2xx.group(1)) if non2xx else 0),
+        "latency_p50": p50.group(1) if p50 else None,
+        "latency_p99": p99.group(1) if p99 else None,
+    }
+
+
+def run_python_loadgen(port: int, path: str, method: str, args: argparse.Namespace) -> dict[str, Any]:
+    argv = [
+        sys.executable, __file__, "--loadgen-worker", f"http://{HOST}:{port}{path}", method,
+        str(args.connections), str(args.warmup), str(args.duration),
+    ]
+    out = subprocess.run(argv, capture_output=True, text=True, timeout=args.warmup + args.duration + 60, check=True)
+    return json.loads(out.stdout)
+
+
+async def _loadgen(url: str, method: str, connections: int, warmup: float, duration: float) -> dict[str, Any]:
+    import aiohttp
+
+    body = PUT_BODY if method == "PUT" else None
+    headers = {"Content-Type": "application/json"} if body else None
+    counts = {"ok": 0, "errors": 0}
+
+    async def worker(session: aiohttp.ClientSession, until: float, count: bool) -> None:
+        while time.perf_counter() < until:
+            try:
+                async with session.request(method, url, data=body, headers=headers) as resp:
+                    await resp.read()
+                    ok = 200 <= resp.status < 400
+            except aiohttp.ClientError:
+                ok = False
+            if count:
+                counts["ok" if ok else "errors"] += 1
+
+    connector = aiohttp.TCPConnector(limit=connections)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        until = time.perf_counter() + warmup
+        await asyncio.gather(*(worker(session, until, False) for _ in range(connections)))
+        start = time.perf_counter()
+        await asyncio.gather(*(worker(session, start + duration, True) for _ in range(connections)))
+        elapsed = time.perf_counter() - start
+    return {"method": method, "rps": counts["ok"] / elapsed, "errors": counts["errors"]}
+
+
+# --- orchestration -----------------------------------------------------------------------
+
+
+@dataclass
+class Results:
+    name: str
+    server: str
+    memory: dict[str, Any] = field(default_factory=dict)
+    throughput: dict[str, dict[str, Any]] = field(default_factory=dict)
+    fanout: dict[int, dict[str, Any]] = field(default_factory=dict)
+
+
+def new_loop() -> asyncio.AbstractEventLoop:
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.new_event_loop()
+    return uvloop.new_event_loop()
+
+
+def measure(server: Server, args: argparse.Namespace, loadgen: str, version: str) -> Results:
+    results = Results(server.name, version)
+    print(f"[{server.name}] starting on port {server.port}", file=sys.stderr)
+    server.start(args.startup_timeout)
+    loop = new_loop()
+    try:
+        loop.run_until_complete(warm_up(server.port))
+        print(f"[{server.name}] memory: {args.mem_sockets} idle sockets", file=sys.stderr)
+        results.memory = loop.run_until_complete(measure_memory(server, args.mem_sockets, args.mem_room_size))
+        server.check_alive()
+        session_id = loop.run_until_complete(_create_session(server.port))
+        path = f"/sessions/{session_id}"
+        with tempfile.NamedTemporaryFile("w", suffix=".lua") as lua:
+            lua.write(PUT_LUA)
+            lua.flush()
+            for method, target, script in (("GET", path, None), ("PUT", f"{path}/code", lua.name)):
+                print(f"[{server.name}] throughput: {method} x{args.connections} for {args.duration} s", file=sys.stderr)
+                if loadgen == "wrk":
+                    results.throughput[method] = run_wrk(server.port, target, method, args, script)
+                else:
+                    results.throughput[method] = run_python_loadgen(server.port, target, method, args)
+                server.check_alive()
+        for sockets in args.fanout:
+            print(f"[{server.name}] fan-out: {sockets} sockets, {args.puts} PUTs", file=sys.stderr)
+            results.fanout[sockets] = loop.run_until_complete(measure_fanout(server, sockets, args.puts))
+            server.check_alive()
+    finally:
+        loop.close()
+        server.stop()
+    return results
+
+
+async def _create_session(port: int) -> str:
+    async with HttpConnection(port) as http:
+        return (await http.request("POST", "/sessions", expect=201))["id"]
+
+
+def raise_fd_limit(needed: int) -> int:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = hard if hard != resource.RLIM_INFINITY else max(soft, 65536)
+    if soft < want:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    if soft < needed:
+        raise BenchError(f"need {needed} open files, the hard limit allows {soft}")
+    return soft
+
+
+def stack_versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    def v(name: str) -> str:
+        try:
+            return version(name)
+        except PackageNotFoundError:
+            return "-"
+
+    uvloop = v("uvloop") != "-"
+    return {
+        "algoroom": f"aiohttp {v('aiohttp')}, asyncio loop",
+        "fastapi": (
+            f"FastAPI {v('fastapi')}, uvicorn {v('uvicorn')} "
+            f"({'uvloop' if uvloop else 'asyncio'}, "
+            f"{'httptools' if v('httptools') != '-' else 'h11'}, "
+            f"{'websockets ' + v('websockets') if v('websockets') != '-' else 'wsproto'})"
+        ),
+    }
+
+
+ROWS = [
+    # key, label, format, better ("higher"/"lower"), target group
+    ("get_rps", "GET /sessions/{id} req/s", "{:,.0f}", "throughput"),
+    ("put_rps", "PUT /sessions/{id}/code req/s", "{:,.0f}", "throughput"),
+    ("fan100_median", "fan-out 100: median ms", "{:.2f}", None),
+    ("fan100_p99", "fan-out 100: p99 ms", "{:.2f}", None),
+    ("fan100_last", "fan-out 100: last socket ms", "{:.2f}", "last_socket"),
+    ("fan1000_median", "fan-out 1000: median ms", "{:.2f}", None),
+    ("fan1000_p99", "fan-out 1000: p99 ms", "{:.2f}", None),
+    ("fan1000_last", "fan-out 1000: last socket ms", "{:.2f}", "last_socket"),
+    ("mem_per_socket", "memory per idle socket KiB", "{:.1f}", "memory"),
+]
+
+
+def flat(results: Results) -> dict[str, float]:
+    row = {
+        "get_rps": results.throughput["GET"]["rps"],
+        "put_rps": results.throughput["PUT"]["rps"],
+        "mem_per_socket": results.memory["kib_per_socket"],
+    }
+    for sockets, fan in results.fanout.items():
+        row[f"fan{sockets}_median"] = fan["median_ms"]
+        row[f"fan{sockets}_p99"] = fan["p99_ms"]
+        row[f"fan{sockets}_last"] = fan["last_socket_ms"]
+    return row
+
+
+def verdict(a: dict[str, float], f: dict[str, float]) -> tuple[list[str], bool]:
+    parts, ok_all = [], True
+    for key, label, _, group in ROWS:
+        if group is None or key not in a or key not in f:
+            continue
+        ratio = a[key] / f[key] if f[key] else float("inf")
+        ok = ratio >= TARGETS[group] if group == "throughput" else ratio <= TARGETS[group]
+        ok_all &= ok
+        sign = ">=" if group == "throughput" else "<="
+        parts.append(f"{label.split(' req')[0].split(' KiB')[0]} {ratio:.2f}x ({sign}{TARGETS[group]}x) {'MET' if ok else 'MISSED'}")
+    return parts, ok_all
+
+
+def print_table(a: Results, f: Results, meta: dict[str, Any]) -> None:
+    fa, ff = flat(a), flat(f)
+    width = max(len(label) for _, label, _, _ in ROWS)
+    print(f"algoroom: {a.server}  [{meta['database_url']}]")
+    print(f"fastapi:  {f.server}")
+    print(
+        f"load: {meta['loadgen']} -t1 -c{meta['connections']}, {meta['duration']} s after {meta['warmup']} s warm-up; "
+        f"fan-out over {meta['puts']} PUTs; memory over {meta['mem_sockets']} sockets in rooms of "
+        f"{meta['mem_room_size']}; {meta['cpu']}"
+    )
+    print(f"{'metric':<{width}} | {'algoroom':>10} | {'fastapi':>10} | {'ratio':>6}")
+    print(f"{'-' * width}-+-{'-' * 10}-+-{'-' * 10}-+-{'-' * 6}")
+    for key, label, fmt, _ in ROWS:
+        if key not in fa or key not in ff:
+            continue
+        ratio = fa[key] / ff[key] if ff[key] else float("inf")
+        print(f"{label:<{width}} | {fmt.format(fa[key]):>10} | {fmt.format(ff[key]):>10} | {ratio:>5.2f}x")
+    errors = {r.name: sum(t.get("errors", 0) for t in r.throughput.values()) for r in (a, f)}
+    if any(errors.values()):
+        print(f"load-generator errors (non-2xx or socket): {errors}")
+    parts, ok = verdict(fa, ff)
+    print(f"verdict: {'ALL TARGETS MET' if ok else 'TARGETS MISSED'}: " + "; ".join(parts))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Benchmark algoroom against the seed's FastAPI + uvicorn stack.")
+    parser.add_argument("--database-url", default="memory://", help="algoroom's ALGOROOM_DATABASE_URL (default memory://)")
+    parser.add_argument("--connections", type=int, default=64, help="concurrent HTTP connections (default 64)")
+    parser.add_argument("--duration", type=int, default=5, help="seconds per throughput run (default 5)")
+    parser.add_argument("--warmup", type=int, default=1, help="seconds of warm-up before each run (default 1)")
+    parser.add_argument("--puts", type=int, default=30, help="PUTs per fan-out size (default 30)")
+    parser.add_argument("--fanout", type=int, nargs="+", default=[100, 1000], help="sockets per fan-out run")
+    parser.add_argument("--mem-sockets", type=int, default=1000, help="idle sockets for the memory figure")
+    parser.add_argument("--mem-room-size", type=int, default=10, help="idle sockets per session (default 10)")
+    parser.add_argument("--loadgen", choices=["auto", "wrk", "python"], default="auto")
+    parser.add_argument("--no-pin", action="store_true", help="do not pin server and load generator to cores")
+    parser.add_argument("--startup-timeout", type=float, default=20.0)
+    parser.add_argument("--only", choices=["algoroom", "fastapi"], help="measure one server (no ratio)")
+    parser.add_argument("--json", action="store_true", help="print one JSON document instead of the table")
+    args = parser.parse_args(argv)
+
+    raise_fd_limit(max([*args.fanout, args.mem_sockets]) + 256)
+    loadgen = args.loadgen
+    if loadgen == "auto":
+        loadgen = "wrk" if shutil.which("wrk") else "python"
+    elif loadgen == "wrk" and not shutil.which("wrk"):
+        raise BenchError("wrk is not installed (apt-get install wrk)")
+
+    pin = not args.no_pin and len(os.sched_getaffinity(0)) >= 2
+    server_cpu = None
+    if pin:
+        cores = sorted(os.sched_getaffinity(0))
+        server_cpu = cores[0]
+        os.sched_setaffinity(0, {cores[1]})
+    cpu = (
+        f"server pinned to core {server_cpu}, clients and load generator to core {cores[1]}"
+        if pin else f"unpinned on {os.cpu_count()} cores"
+    )
+    versions = stack_versions()
+    meta = {
+        "loadgen": loadgen, "connections": args.connections, "duration": args.duration, "warmup": args.warmup,
+        "puts": args.puts, "mem_sockets": args.mem_sockets, "mem_room_size": args.mem_room_size, "cpu": cpu,
+        "database_url": args.database_url, "python": platform.python_version(), "client_loop": type(new_loop()).__module__,
+    }
+    factories = {"algoroom": algoroom_server, "fastapi": fastapi_server}
+    names = [args.only] if args.only else ["algoroom", "fastapi"]
+    results = {name: measure(factories[name](args, server_cpu), args, loadgen, versions[name]) for name in names}
+
+    if args.json:
+        document = {"meta": meta, "results": {name: r.__dict__ for name, r in results.items()}}
+        if len(results) == 2:
+            fa, ff = flat(results["algoroom"]), flat(results["fastapi"])
+            document["ratios"] = {key: fa[key] / ff[key] for key in fa if key in ff and ff[key]}
+            document["verdict"], document["all_targets_met"] = verdict(fa, ff)
+        print(json.dumps(document, indent=2))
+    elif len(results) == 2:
+        print_table(results["algoroom"], results["fastapi"], meta)
+    else:
+        print(json.dumps({name: flat(r) for name, r in results.items()}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 1 and sys.argv[1] == "--loadgen-worker":
+        url, method, conns, warm, dur = sys.argv[2:7]
+        print(json.dumps(asyncio.run(_loadgen(url, method, int(conns), float(warm), float(dur)))))
+        sys.exit(0)
+    try:
+        sys.exit(main())
+    except BenchError as error:
+        sys.exit(f"bench: {error}")
