@@ -54,7 +54,13 @@ async def _service_ctx(app: web.Application) -> AsyncIterator[None]:
     await store.open()
     log.info("session store: %s", store.url)
     if settings.redis_url:
-        cluster: LocalCluster = RedisCluster(app[HUB], settings.redis_url, prefix=settings.redis_prefix)
+        cluster: LocalCluster = RedisCluster(
+            app[HUB],
+            settings.redis_url,
+            prefix=settings.redis_prefix,
+            heartbeat_seconds=settings.cluster_heartbeat_seconds,
+            dead_after_seconds=settings.cluster_dead_after_seconds,
+        )
     else:
         cluster = LocalCluster(app[HUB])
     try:

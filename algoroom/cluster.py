@@ -317,7 +317,7 @@ class RedisCluster(LocalCluster):
 
     async def _reassert_presence(self) -> None:
         """After (re)connecting, make Redis agree with this process's sockets."""
-        await self._redis.set(self._key("alive", self.process_id), 1, ex=max(1, int(self._dead_after)))
+        await self._redis.set(self._key("alive", self.process_id), 1, px=max(100, int(self._dead_after * 1000)))
         await self._redis.sadd(self._key("procs"), self.process_id)
         for session_id in self.hub.session_ids():
             keys = [self._key("presence", session_id), self._key("proc-sessions", self.process_id)]
@@ -329,7 +329,7 @@ class RedisCluster(LocalCluster):
             if not self.redis_ok:
                 continue
             try:
-                await self._redis.set(self._key("alive", self.process_id), 1, ex=max(1, int(self._dead_after)))
+                await self._redis.set(self._key("alive", self.process_id), 1, px=max(100, int(self._dead_after * 1000)))
                 removed = await self._reap_script(keys=[self._key("procs")], args=[self._prefix, self.process_id])
             except Exception as error:  # noqa: BLE001
                 self._failed("heartbeat", error)

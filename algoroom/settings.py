@@ -56,6 +56,12 @@ class Settings:
     redis_prefix: str = _setting(
         "algoroom", "Prefix of Algoroom's Redis keys and channel (several deployments can share one Redis)."
     )
+    cluster_heartbeat_seconds: float = _setting(
+        3.0, "How often each process refreshes its liveness in Redis and looks for dead processes."
+    )
+    cluster_dead_after_seconds: float = _setting(
+        10.0, "A process silent this long is considered dead: its participants are removed everywhere."
+    )
     session_ttl: int = _setting(
         7 * 24 * 3600,
         "Seconds after which a session with no participants and no change expires (swept in the background).",

@@ -76,8 +76,10 @@ def free_port() -> int:
 class Server:
     """A server subprocess: started on a free port, health-checked, measured, stopped."""
 
-    def __init__(self, name: str, argv: list[str], env: dict[str, str], port: int, cpu: int | None) -> None:
-        self.name, self.argv, self.env, self.port, self.cpu = name, argv, env, port, cpu
+    def __init__(
+        self, name: str, argv: list[str], env: dict[str, str], port: int, cpu: int | None, cwd: str | Path = ROOT
+    ) -> None:
+        self.name, self.argv, self.env, self.port, self.cpu, self.cwd = name, argv, env, port, cpu, cwd
         self.log = tempfile.NamedTemporaryFile(prefix=f"bench-{name}-", suffix=".log", delete=False)
         self.proc: subprocess.Popen | None = None
 
@@ -85,7 +87,7 @@ class Server:
         cpu = self.cpu
         preexec = (lambda: os.sched_setaffinity(0, {cpu})) if cpu is not None else None
         self.proc = subprocess.Popen(
-            self.argv, env=self.env, cwd=ROOT, stdout=self.log, stderr=subprocess.STDOUT,
+            self.argv, env=self.env, cwd=self.cwd, stdout=self.log, stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL, preexec_fn=preexec,
         )
         deadline = time.monotonic() + timeout
@@ -128,8 +130,10 @@ class Server:
 def algoroom_server(args: argparse.Namespace, cpu: int | None) -> Server:
     port = free_port()
     env = dict(os.environ, ALGOROOM_DATABASE_URL=args.database_url, ALGOROOM_LOG_LEVEL="WARNING")
+    src = str(Path(args.algoroom_src).resolve())
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [src, env.get("PYTHONPATH")]))
     argv = [sys.executable, "-m", "algoroom", "--host", HOST, "--port", str(port)]
-    return Server("algoroom", argv, env, port, cpu)
+    return Server("algoroom", argv, env, port, cpu, cwd=src)
 
 
 def fastapi_server(args: argparse.Namespace, cpu: int | None) -> Server:
@@ -658,6 +662,9 @@ def print_table(a: Results, f: Results, meta: dict[str, Any]) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Benchmark algoroom against the seed's FastAPI + uvicorn stack.")
     parser.add_argument("--database-url", default="memory://", help="algoroom's ALGOROOM_DATABASE_URL (default memory://)")
+    parser.add_argument(
+        "--algoroom-src", default=str(ROOT), help="directory holding the algoroom package to run (default: this checkout)"
+    )
     parser.add_argument("--connections", type=int, default=64, help="concurrent HTTP connections (default 64)")
     parser.add_argument("--duration", type=int, default=5, help="seconds per throughput run (default 5)")
     parser.add_argument("--warmup", type=int, default=1, help="seconds of warm-up before each run (default 1)")
