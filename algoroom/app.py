@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator
 
 from aiohttp import WSCloseCode, web
 
-from . import docs, rest, ws
+from . import docs, execute, rest, ws
 from .cluster import LocalCluster, RedisCluster
 from .expiry import run_expiry
 from .hub import SessionHub
@@ -39,9 +39,11 @@ def create_app(settings: Settings | None = None) -> web.Application:
     app[OPENAPI] = {}
     app.cleanup_ctx.append(_service_ctx)
     app.cleanup_ctx.append(_expiry_ctx)
+    app.cleanup_ctx.append(execute.executor_ctx)
     app.on_shutdown.append(_close_sockets)
 
     rest.add_routes(app)
+    execute.add_routes(app)
     ws.add_routes(app)
     docs.add_routes(app)
     app.router.add_get("/openapi.json", openapi_json, allow_head=False)

@@ -10,6 +10,7 @@ from typing import Any
 
 from aiohttp import web
 
+from .execution import Executor
 from .hub import SessionHub
 from .service import SessionService
 from .settings import Settings
@@ -17,5 +18,6 @@ from .settings import Settings
 SETTINGS = web.AppKey("algoroom.settings", Settings)
 HUB = web.AppKey("algoroom.hub", SessionHub)
 SERVICE = web.AppKey("algoroom.service", SessionService)
+EXECUTOR = web.AppKey("algoroom.executor", Executor)
 #: Filled with the OpenAPI document on first request (the app is frozen by then).
 OPENAPI = web.AppKey("algoroom.openapi", dict[str, Any])

@@ -153,7 +153,8 @@ LANGUAGES: dict[str, Language] = {
             id="rust",
             name="Rust",
             file_name="main.rs",
-            compile=("rustc", "-O", "-o", "main", "main.rs"),
+            # Stripped: an unstripped hello world is 11 MiB (the work dir and file size are capped).
+            compile=("rustc", "-O", "-C", "strip=symbols", "-o", "main", "main.rs"),
             run=("./main",),
             version_command=("rustc", "--version"),
             aliases=("rs",),

@@ -112,3 +112,60 @@ class ClientCodeUpdateSchema(UpdateCodeSchema):
         unknown = EXCLUDE
 
     type = fields.String(required=True)
+
+
+class ExecuteRequestSchema(Schema):
+    class Meta:
+        unknown = RAISE
+
+    stdin = fields.String(load_default="", validate=validate.Length(max=1024 * 1024))
+    args = fields.List(
+        fields.String(validate=validate.Length(max=4096)), load_default=list, validate=validate.Length(max=64)
+    )
+    timeout_ms = fields.Integer(
+        data_key="timeoutMs",
+        strict=True,
+        validate=validate.Range(min=1),
+        metadata={"description": "Wall-clock limit in ms; clamped to the server's maximum."},
+    )
+
+
+class ExecutionReportSchema(ExecutionResultSchema):
+    """A result of our own sandboxed run: the seed's fields plus the detail."""
+
+    execution_time = fields.Integer(
+        required=True, data_key="executionTime", metadata={"description": "Wall time of the run in ms."}
+    )
+    status = fields.String(
+        required=True,
+        validate=validate.OneOf(
+            ["ok", "runtime_error", "compile_error", "timeout", "memory_limit", "output_limit", "killed",
+             "internal_error"]
+        ),
+    )
+    stdout = fields.String(required=True)
+    stderr = fields.String(required=True)
+    exit_code = fields.Integer(allow_none=True, data_key="exitCode")
+    signal = fields.String(allow_none=True, metadata={"example": "SIGKILL"})
+    compile_output = fields.String(allow_none=True, data_key="compileOutput")
+    cpu_time_ms = fields.Integer(data_key="cpuTimeMs")
+    memory_kb = fields.Integer(data_key="memoryKb", metadata={"description": "Peak memory of the run."})
+    truncated = fields.Boolean(required=True, metadata={"description": "Output was cut at the cap."})
+    language = fields.String(required=True)
+    version = fields.String(allow_none=True)
+    warning = fields.String(allow_none=True, metadata={"description": "Set when running without the sandbox."})
+
+
+class LanguageSchema(Schema):
+    id = fields.String(required=True, metadata={"example": "python"})
+    name = fields.String(required=True, metadata={"example": "Python 3"})
+    version = fields.String(required=True, metadata={"example": "3.11.2"})
+    aliases = fields.List(fields.String(), load_default=list)
+
+
+class LanguagesSchema(Schema):
+    execution = fields.Dict(
+        required=True,
+        metadata={"description": "`available` (bool), `sandboxed` (bool), and `reason` when unavailable."},
+    )
+    languages = fields.List(fields.Nested(LanguageSchema), required=True)

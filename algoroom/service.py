@@ -53,6 +53,10 @@ class SessionService:
         self.cluster.broadcast(session.id, code_update_message(session), revision=session.revision)
         return session
 
+    async def current_code(self, session: Session) -> str:
+        """The text a run executes: the session's current code."""
+        return session.code
+
     async def delete(self, session_id: str) -> None:
         if not await self.store.delete(session_id):
             raise SessionNotFound(session_id)

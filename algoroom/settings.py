@@ -79,6 +79,24 @@ class Settings:
     ws_send_timeout_seconds: float = _setting(
         10.0, "Longest a single WebSocket send may stall before the reader is disconnected (1013)."
     )
+    exec_enabled: bool = _setting(True, "Run code on POST /sessions/{id}/execute (false: answer 503).")
+    exec_allow_unsandboxed: bool = _setting(
+        False,
+        "DEVELOPMENT ONLY: run code without the bubblewrap sandbox when it is unavailable. "
+        "Logs a loud warning and marks every result.",
+    )
+    exec_cpu_ms: int = _setting(5000, "CPU time limit of each process of a run, in ms.")
+    exec_wall_ms: int = _setting(10000, "Wall-clock limit of a run in ms (the maximum a client's `timeoutMs` gets).")
+    exec_memory_mb: int = _setting(256, "Memory limit of a whole run (all its processes together), in MiB.")
+    exec_processes: int = _setting(64, "Processes and threads a run may have at once.")
+    exec_output_bytes: int = _setting(65536, "stdout + stderr cap of a run; the run is killed past it.")
+    exec_file_size_bytes: int = _setting(16 * 1024 * 1024, "Largest file a run may write.")
+    exec_open_files: int = _setting(256, "Open files per process of a run.")
+    exec_workdir_mb: int = _setting(64, "Size of each private tmpfs of a run (work dir, /tmp, /dev/shm), in MiB.")
+    exec_compile_wall_ms: int = _setting(15000, "Wall-clock limit of a compile step, in ms.")
+    exec_compile_memory_mb: int = _setting(768, "Memory limit of a compile step, in MiB.")
+    exec_max_concurrency: int = _setting(0, "Runs at once (0: one per CPU core).")
+    exec_max_queue: int = _setting(-1, "Runs waiting for a slot before 429 EXECUTION_BUSY (-1: 4 per core).")
     log_level: str = _setting("INFO", "Logging level of the `algoroom` loggers.")
 
     @classmethod

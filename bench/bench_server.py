@@ -154,8 +154,15 @@ class HttpConnection:
         self.writer: asyncio.StreamWriter | None = None
 
     async def __aenter__(self) -> HttpConnection:
-        self.reader, self.writer = await asyncio.open_connection(HOST, self.port)
+        await self.ensure_open()
         return self
+
+    async def ensure_open(self) -> None:
+        """(Re)connect if the server closed an idle keep-alive connection (uvicorn does after 5 s)."""
+        if self.reader is None or self.writer is None or self.reader.at_eof() or self.writer.is_closing():
+            if self.writer is not None:
+                self.writer.close()
+            self.reader, self.writer = await asyncio.open_connection(HOST, self.port)
 
     async def __aexit__(self, *exc: object) -> None:
         assert self.writer is not None
@@ -181,8 +188,16 @@ class HttpConnection:
         return status, await asyncio.wait_for(self.reader.readexactly(int(match.group(1))), timeout)
 
     async def request(self, method: str, path: str, body: Any = None, expect: int = 200) -> Any:
-        self.send(method, path, None if body is None else json.dumps(body).encode())
-        status, payload = await self.response()
+        data = None if body is None else json.dumps(body).encode()
+        await self.ensure_open()
+        try:
+            self.send(method, path, data)
+            status, payload = await self.response()
+        except (asyncio.IncompleteReadError, ConnectionError):  # closed while idle: once more
+            self.reader = None
+            await self.ensure_open()
+            self.send(method, path, data)
+            status, payload = await self.response()
         if status != expect:
             raise BenchError(f"{method} {path} answered {status}: {payload[:200]!r}")
         return json.loads(payload) if payload else None
@@ -413,11 +428,13 @@ async def measure_fanout(server: Server, sockets: int, puts: int) -> dict[str, A
         await wait_until(lambda: settled(listeners, sockets), 120, f"{sockets} sockets to settle")
         join_seconds = time.perf_counter() - started
         await asyncio.sleep(0.2)
+        cpu_before = CpuSample.take(server)
         per_socket: list[float] = []
         last: list[float] = []
         responses: list[float] = []
         for i in range(puts):
             marker = f"bench:{i}:".encode()
+            await writer.ensure_open()
             tracker.arm(marker, sockets)
             sent = writer.send("PUT", f"/sessions/{session_id}/code", b'{"code":"/*' + marker + b'*/"}')
             status, body = await writer.response()
@@ -433,6 +450,9 @@ async def measure_fanout(server: Server, sockets: int, puts: int) -> dict[str, A
             last.append(max(latencies))
             responses.append((answered - sent) * 1000)
             tracker.marker = None
+        cpu = CpuSample.take(server)
+        cpu_per_put_ms = (cpu.server - cpu_before.server) / puts * 1000
+        other_cpu = cpu.since(cpu_before)["other_cpu"]
         await close_listeners(control, listeners, {session_id})
     return {
         "sockets": sockets,
@@ -443,16 +463,15 @@ async def measure_fanout(server: Server, sockets: int, puts: int) -> dict[str, A
         "last_socket_max_ms": max(last),
         "put_response_median_ms": statistics.median(responses),
         "join_storm_s": join_seconds,
+        "server_cpu_ms_per_put": cpu_per_put_ms,
+        "other_cpu": other_cpu,
     }
 
 
-def run_wrk(port: int, path: str, method: str, args: argparse.Namespace, lua: str | None) -> dict[str, Any]:
+def run_wrk(port: int, path: str, connections: int, seconds: int, lua: str | None) -> dict[str, Any]:
     url = f"http://{HOST}:{port}{path}"
-    base = ["wrk", "-t1", f"-c{args.connections}", "--latency"] + (["-s", lua] if lua else [])
-    subprocess.run(base + [f"-d{args.warmup}s", url], capture_output=True, text=True, timeout=args.warmup + 30)
-    out = subprocess.run(
-        base + [f"-d{args.duration}s", url], capture_output=True, text=True, timeout=args.duration + 30, check=True
-    ).stdout
+    argv = ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency"] + (["-s", lua] if lua else []) + [url]
+    out = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 30, check=True).stdout
     rps = re.search(r"Requests/sec:\s*([\d.]+)", out)
     if rps is None:
         raise BenchError(f"cannot read wrk output:\n{out}")
@@ -461,7 +480,6 @@ def run_wrk(port: int, path: str, method: str, args: argparse.Namespace, lua: st
     p50 = re.search(r"^\s*50%\s+(\S+)", out, re.M)
     p99 = re.search(r"^\s*99%\s+(\S+)", out, re.M)
     return {
-        "method": method,
         "rps": float(rps.group(1)),
         "errors": errors + (int(non2xx.group(1)) if non2xx else 0),
         "latency_p50": p50.group(1) if p50 else None,
@@ -469,41 +487,34 @@ def run_wrk(port: int, path: str, method: str, args: argparse.Namespace, lua: st
     }
 
 
-def run_python_loadgen(port: int, path: str, method: str, args: argparse.Namespace) -> dict[str, Any]:
-    argv = [
-        sys.executable, __file__, "--loadgen-worker", f"http://{HOST}:{port}{path}", method,
-        str(args.connections), str(args.warmup), str(args.duration),
-    ]
-    out = subprocess.run(argv, capture_output=True, text=True, timeout=args.warmup + args.duration + 60, check=True)
+def run_python_loadgen(port: int, path: str, method: str, connections: int, seconds: int) -> dict[str, Any]:
+    argv = [sys.executable, __file__, "--loadgen-worker", f"http://{HOST}:{port}{path}", method, str(connections), str(seconds)]
+    out = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 60, check=True)
     return json.loads(out.stdout)
 
 
-async def _loadgen(url: str, method: str, connections: int, warmup: float, duration: float) -> dict[str, Any]:
+async def _loadgen(url: str, method: str, connections: int, seconds: float) -> dict[str, Any]:
+    """The fallback load generator: ``connections`` aiohttp clients in a loop (CPU-bound itself)."""
     import aiohttp
 
     body = PUT_BODY if method == "PUT" else None
     headers = {"Content-Type": "application/json"} if body else None
     counts = {"ok": 0, "errors": 0}
 
-    async def worker(session: aiohttp.ClientSession, until: float, count: bool) -> None:
+    async def worker(session: aiohttp.ClientSession, until: float) -> None:
         while time.perf_counter() < until:
             try:
                 async with session.request(method, url, data=body, headers=headers) as resp:
                     await resp.read()
-                    ok = 200 <= resp.status < 400
+                    counts["ok" if 200 <= resp.status < 400 else "errors"] += 1
             except aiohttp.ClientError:
-                ok = False
-            if count:
-                counts["ok" if ok else "errors"] += 1
+                counts["errors"] += 1
 
-    connector = aiohttp.TCPConnector(limit=connections)
-    async with aiohttp.ClientSession(connector=connector) as session:
-        until = time.perf_counter() + warmup
-        await asyncio.gather(*(worker(session, until, False) for _ in range(connections)))
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=connections)) as session:
         start = time.perf_counter()
-        await asyncio.gather(*(worker(session, start + duration, True) for _ in range(connections)))
+        await asyncio.gather(*(worker(session, start + seconds) for _ in range(connections)))
         elapsed = time.perf_counter() - start
-    return {"method": method, "rps": counts["ok"] / elapsed, "errors": counts["errors"]}
+    return {"rps": counts["ok"] / elapsed, "errors": counts["errors"]}
 
 
 # --- orchestration -----------------------------------------------------------------------
@@ -512,9 +523,8 @@ async def _loadgen(url: str, method: str, connections: int, warmup: float, durat
 @dataclass
 class Results:
     name: str
-    server: str
     memory: dict[str, Any] = field(default_factory=dict)
-    throughput: dict[str, dict[str, Any]] = field(default_factory=dict)
+    throughput: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     fanout: dict[int, dict[str, Any]] = field(default_factory=dict)
 
 
@@ -526,36 +536,104 @@ def new_loop() -> asyncio.AbstractEventLoop:
     return uvloop.new_event_loop()
 
 
-def measure(server: Server, args: argparse.Namespace, loadgen: str, version: str) -> Results:
-    results = Results(server.name, version)
-    print(f"[{server.name}] starting on port {server.port}", file=sys.stderr)
-    server.start(args.startup_timeout)
+def measure_all(servers: list[Server], args: argparse.Namespace, loadgen: str) -> dict[str, Results]:
+    """Both servers up at once; throughput and fan-out alternate between them, so a burst of
+    load from elsewhere on the machine hits both rather than one."""
+    results = {server.name: Results(server.name) for server in servers}
     loop = new_loop()
+    lua = tempfile.NamedTemporaryFile("w", suffix=".lua")
     try:
-        loop.run_until_complete(warm_up(server.port))
-        print(f"[{server.name}] memory: {args.mem_sockets} idle sockets", file=sys.stderr)
-        results.memory = loop.run_until_complete(measure_memory(server, args.mem_sockets, args.mem_room_size))
-        server.check_alive()
-        session_id = loop.run_until_complete(_create_session(server.port))
-        path = f"/sessions/{session_id}"
-        with tempfile.NamedTemporaryFile("w", suffix=".lua") as lua:
-            lua.write(PUT_LUA)
-            lua.flush()
-            for method, target, script in (("GET", path, None), ("PUT", f"{path}/code", lua.name)):
-                print(f"[{server.name}] throughput: {method} x{args.connections} for {args.duration} s", file=sys.stderr)
-                if loadgen == "wrk":
-                    results.throughput[method] = run_wrk(server.port, target, method, args, script)
-                else:
-                    results.throughput[method] = run_python_loadgen(server.port, target, method, args)
-                server.check_alive()
-        for sockets in args.fanout:
-            print(f"[{server.name}] fan-out: {sockets} sockets, {args.puts} PUTs", file=sys.stderr)
-            results.fanout[sockets] = loop.run_until_complete(measure_fanout(server, sockets, args.puts))
+        lua.write(PUT_LUA)
+        lua.flush()
+        targets = {}
+        for server in servers:
+            log(f"[{server.name}] starting on port {server.port}")
+            server.start(args.startup_timeout)
+            loop.run_until_complete(warm_up(server.port))
+            session_id = loop.run_until_complete(_create_session(server.port))
+            targets[server.name] = f"/sessions/{session_id}"
+        for server in servers:
+            log(f"[{server.name}] memory: {args.mem_sockets} idle sockets in rooms of {args.mem_room_size}")
+            results[server.name].memory = loop.run_until_complete(
+                measure_memory(server, args.mem_sockets, args.mem_room_size)
+            )
             server.check_alive()
+        for round_no in range(args.rounds):
+            order = servers if round_no % 2 == 0 else servers[::-1]
+            for method in ("GET", "PUT"):
+                for server in order:
+                    path = targets[server.name] + ("/code" if method == "PUT" else "")
+                    log(f"[{server.name}] round {round_no + 1}: {method} x{args.connections} for {args.duration} s")
+                    run = throughput_run(server, path, method, args, loadgen, lua.name if method == "PUT" else None)
+                    results[server.name].throughput.setdefault(method, []).append(run)
+                    server.check_alive()
+        for sockets in args.fanout:
+            for server in servers:
+                log(f"[{server.name}] fan-out: {sockets} sockets, {args.puts} PUTs")
+                results[server.name].fanout[sockets] = loop.run_until_complete(
+                    measure_fanout(server, sockets, args.puts)
+                )
+                server.check_alive()
     finally:
+        lua.close()
         loop.close()
-        server.stop()
+        for server in servers:
+            server.stop()
     return results
+
+
+def throughput_run(
+    server: Server, path: str, method: str, args: argparse.Namespace, loadgen: str, lua: str | None
+) -> dict[str, Any]:
+    """One warm-up and one measured run, with the server's CPU use and everyone else's."""
+    if loadgen == "wrk":
+        run_wrk(server.port, path, args.connections, args.warmup, lua)
+    else:
+        run_python_loadgen(server.port, path, method, args.connections, args.warmup)
+    before = CpuSample.take(server)
+    if loadgen == "wrk":
+        run = run_wrk(server.port, path, args.connections, args.duration, lua)
+    else:
+        run = run_python_loadgen(server.port, path, method, args.connections, args.duration)
+    run.update(CpuSample.take(server).since(before))
+    run["rps_per_cpu"] = run["rps"] / run["server_cpu"] if run["server_cpu"] else 0.0
+    return run
+
+
+@dataclass
+class CpuSample:
+    """CPU seconds of the server, of this process and its waited children, and of the machine."""
+
+    wall: float
+    server: float
+    ours: float
+    machine_busy: float
+
+    @classmethod
+    def take(cls, server: Server) -> CpuSample:
+        tick = os.sysconf("SC_CLK_TCK")
+        assert server.proc is not None
+        fields = Path(f"/proc/{server.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        server_cpu = (int(fields[11]) + int(fields[12])) / tick
+        times = os.times()
+        ours = times.user + times.system + times.children_user + times.children_system
+        cpu = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+        busy = (sum(cpu[:8]) - cpu[3] - cpu[4]) / tick  # everything but idle and iowait
+        return cls(time.perf_counter(), server_cpu, ours, busy)
+
+    def since(self, before: CpuSample) -> dict[str, float]:
+        wall = self.wall - before.wall
+        server = self.server - before.server
+        ours = self.ours - before.ours
+        return {
+            "server_cpu": server / wall,
+            "loadgen_cpu": ours / wall,
+            "other_cpu": max(0.0, (self.machine_busy - before.machine_busy) - server - ours) / wall,
+        }
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
 
 
 async def _create_session(port: int) -> str:
@@ -596,26 +674,38 @@ def stack_versions() -> dict[str, str]:
 
 
 ROWS = [
-    # key, label, format, better ("higher"/"lower"), target group
-    ("get_rps", "GET /sessions/{id} req/s", "{:,.0f}", "throughput"),
-    ("put_rps", "PUT /sessions/{id}/code req/s", "{:,.0f}", "throughput"),
+    # key, label, format, target group (None: shown, not judged)
+    ("get_rps", "GET /sessions/{id} req/s", "{:,.0f}", None),
+    ("get_rps_cpu", "GET req per server CPU-second", "{:,.0f}", "throughput"),
+    ("put_rps", "PUT /sessions/{id}/code req/s", "{:,.0f}", None),
+    ("put_rps_cpu", "PUT req per server CPU-second", "{:,.0f}", "throughput"),
     ("fan100_median", "fan-out 100: median ms", "{:.2f}", None),
     ("fan100_p99", "fan-out 100: p99 ms", "{:.2f}", None),
     ("fan100_last", "fan-out 100: last socket ms", "{:.2f}", "last_socket"),
+    ("fan100_cpu", "fan-out 100: server CPU ms/PUT", "{:.2f}", None),
     ("fan1000_median", "fan-out 1000: median ms", "{:.2f}", None),
     ("fan1000_p99", "fan-out 1000: p99 ms", "{:.2f}", None),
     ("fan1000_last", "fan-out 1000: last socket ms", "{:.2f}", "last_socket"),
+    ("fan1000_cpu", "fan-out 1000: server CPU ms/PUT", "{:.2f}", None),
     ("mem_per_socket", "memory per idle socket KiB", "{:.1f}", "memory"),
 ]
 
 
+def best(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The fastest round: interference from elsewhere only ever slows a run down."""
+    return max(runs, key=lambda run: run["rps"])
+
+
 def flat(results: Results) -> dict[str, float]:
     row = {
-        "get_rps": results.throughput["GET"]["rps"],
-        "put_rps": results.throughput["PUT"]["rps"],
+        "get_rps": best(results.throughput["GET"])["rps"],
+        "get_rps_cpu": statistics.median(run["rps_per_cpu"] for run in results.throughput["GET"]),
+        "put_rps": best(results.throughput["PUT"])["rps"],
+        "put_rps_cpu": statistics.median(run["rps_per_cpu"] for run in results.throughput["PUT"]),
         "mem_per_socket": results.memory["kib_per_socket"],
     }
     for sockets, fan in results.fanout.items():
+        row[f"fan{sockets}_cpu"] = fan["server_cpu_ms_per_put"]
         row[f"fan{sockets}_median"] = fan["median_ms"]
         row[f"fan{sockets}_p99"] = fan["p99_ms"]
         row[f"fan{sockets}_last"] = fan["last_socket_ms"]
@@ -631,19 +721,40 @@ def verdict(a: dict[str, float], f: dict[str, float]) -> tuple[list[str], bool]:
         ok = ratio >= TARGETS[group] if group == "throughput" else ratio <= TARGETS[group]
         ok_all &= ok
         sign = ">=" if group == "throughput" else "<="
-        parts.append(f"{label.split(' req')[0].split(' KiB')[0]} {ratio:.2f}x ({sign}{TARGETS[group]}x) {'MET' if ok else 'MISSED'}")
+        name = {"get_rps_cpu": "GET", "put_rps_cpu": "PUT", "mem_per_socket": "memory/socket"}.get(
+            key, label.replace(" ms", "")
+        )
+        parts.append(f"{name} {ratio:.2f}x ({sign}{TARGETS[group]}x) {'met' if ok else 'MISSED'}")
     return parts, ok_all
 
 
-def print_table(a: Results, f: Results, meta: dict[str, Any]) -> None:
+def conditions(results: dict[str, Results]) -> str:
+    """How much of a core the server had in each counted run, and what else was running."""
+    parts, other = [], 0.0
+    for r in results.values():
+        runs = [best(runs) for runs in r.throughput.values()]
+        parts.append(f"{r.name} " + "/".join(f"{run['server_cpu']:.0%}" for run in runs))
+        other = max([other, *(run["other_cpu"] for runs in r.throughput.values() for run in runs)])
+        other = max([other, *(fan["other_cpu"] for fan in r.fanout.values())])
+    note = f"server CPU in counted GET/PUT runs: {', '.join(parts)}; other load up to {other:.2f} cores"
+    if any(run["server_cpu"] < 0.9 for r in results.values() for run in map(best, r.throughput.values())):
+        note += (
+            "\nWARNING: other processes took CPU from the servers: req/s figures are depressed; "
+            "judge by req per server CPU-second and CPU ms/PUT, and rerun on a quiet machine"
+        )
+    return note
+
+
+def print_table(results: dict[str, Results], meta: dict[str, Any]) -> None:
+    a, f = results["algoroom"], results["fastapi"]
     fa, ff = flat(a), flat(f)
     width = max(len(label) for _, label, _, _ in ROWS)
-    print(f"algoroom: {a.server}  [{meta['database_url']}]")
-    print(f"fastapi:  {f.server}")
+    print(f"algoroom: {meta['stacks']['algoroom']}, {meta['database_url']}")
+    print(f"fastapi:  {meta['stacks']['fastapi']}")
     print(
-        f"load: {meta['loadgen']} -t1 -c{meta['connections']}, {meta['duration']} s after {meta['warmup']} s warm-up; "
-        f"fan-out over {meta['puts']} PUTs; memory over {meta['mem_sockets']} sockets in rooms of "
-        f"{meta['mem_room_size']}; {meta['cpu']}"
+        f"load: {meta['loadgen']} ({meta['connections']} connections), best of {meta['rounds']} x {meta['duration']} s "
+        f"after {meta['warmup']} s warm-up; fan-out: {meta['puts']} PUTs; memory: {meta['mem_sockets']} idle "
+        f"sockets in rooms of {meta['mem_room_size']}; {meta['cpu']}"
     )
     print(f"{'metric':<{width}} | {'algoroom':>10} | {'fastapi':>10} | {'ratio':>6}")
     print(f"{'-' * width}-+-{'-' * 10}-+-{'-' * 10}-+-{'-' * 6}")
@@ -652,11 +763,12 @@ def print_table(a: Results, f: Results, meta: dict[str, Any]) -> None:
             continue
         ratio = fa[key] / ff[key] if ff[key] else float("inf")
         print(f"{label:<{width}} | {fmt.format(fa[key]):>10} | {fmt.format(ff[key]):>10} | {ratio:>5.2f}x")
-    errors = {r.name: sum(t.get("errors", 0) for t in r.throughput.values()) for r in (a, f)}
+    errors = {r.name: sum(run["errors"] for runs in r.throughput.values() for run in runs) for r in (a, f)}
     if any(errors.values()):
         print(f"load-generator errors (non-2xx or socket): {errors}")
+    print(conditions(results))
     parts, ok = verdict(fa, ff)
-    print(f"verdict: {'ALL TARGETS MET' if ok else 'TARGETS MISSED'}: " + "; ".join(parts))
+    print(f"verdict: {'all targets met' if ok else 'targets missed'}: " + "; ".join(parts))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -668,6 +780,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--connections", type=int, default=64, help="concurrent HTTP connections (default 64)")
     parser.add_argument("--duration", type=int, default=5, help="seconds per throughput run (default 5)")
     parser.add_argument("--warmup", type=int, default=1, help="seconds of warm-up before each run (default 1)")
+    parser.add_argument("--rounds", type=int, default=2, help="throughput rounds per server; the best counts (default 2)")
     parser.add_argument("--puts", type=int, default=30, help="PUTs per fan-out size (default 30)")
     parser.add_argument("--fanout", type=int, nargs="+", default=[100, 1000], help="sockets per fan-out run")
     parser.add_argument("--mem-sockets", type=int, default=1000, help="idle sockets for the memory figure")
@@ -675,7 +788,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--loadgen", choices=["auto", "wrk", "python"], default="auto")
     parser.add_argument("--no-pin", action="store_true", help="do not pin server and load generator to cores")
     parser.add_argument("--startup-timeout", type=float, default=20.0)
-    parser.add_argument("--only", choices=["algoroom", "fastapi"], help="measure one server (no ratio)")
+    parser.add_argument("--only", choices=["algoroom", "fastapi"], help="measure one server (no ratios)")
     parser.add_argument("--json", action="store_true", help="print one JSON document instead of the table")
     args = parser.parse_args(argv)
 
@@ -686,44 +799,49 @@ def main(argv: list[str] | None = None) -> int:
     elif loadgen == "wrk" and not shutil.which("wrk"):
         raise BenchError("wrk is not installed (apt-get install wrk)")
 
-    pin = not args.no_pin and len(os.sched_getaffinity(0)) >= 2
+    cores = sorted(os.sched_getaffinity(0))
     server_cpu = None
-    if pin:
-        cores = sorted(os.sched_getaffinity(0))
+    if not args.no_pin and len(cores) >= 2:
         server_cpu = cores[0]
         os.sched_setaffinity(0, {cores[1]})
-    cpu = (
-        f"server pinned to core {server_cpu}, clients and load generator to core {cores[1]}"
-        if pin else f"unpinned on {os.cpu_count()} cores"
-    )
-    versions = stack_versions()
+        cpu = f"server on core {cores[0]}, clients and load generator on core {cores[1]}"
+    else:
+        cpu = f"unpinned on {len(cores)} cores (load generator competes with the server)"
     meta = {
-        "loadgen": loadgen, "connections": args.connections, "duration": args.duration, "warmup": args.warmup,
+        "loadgen": "wrk -t1" if loadgen == "wrk" else "aiohttp client (python, separate process)",
+        "connections": args.connections, "duration": args.duration, "warmup": args.warmup, "rounds": args.rounds,
         "puts": args.puts, "mem_sockets": args.mem_sockets, "mem_room_size": args.mem_room_size, "cpu": cpu,
-        "database_url": args.database_url, "python": platform.python_version(), "client_loop": type(new_loop()).__module__,
+        "database_url": args.database_url, "python": platform.python_version(), "stacks": stack_versions(),
+        "client_loop": type(new_loop()).__module__.split(".")[0],
     }
     factories = {"algoroom": algoroom_server, "fastapi": fastapi_server}
     names = [args.only] if args.only else ["algoroom", "fastapi"]
-    results = {name: measure(factories[name](args, server_cpu), args, loadgen, versions[name]) for name in names}
+    results = measure_all([factories[name](args, server_cpu) for name in names], args, loadgen)
 
     if args.json:
-        document = {"meta": meta, "results": {name: r.__dict__ for name, r in results.items()}}
+        document: dict[str, Any] = {
+            "meta": meta,
+            "summary": {name: flat(r) for name, r in results.items()},
+            "results": {name: r.__dict__ for name, r in results.items()},
+        }
         if len(results) == 2:
             fa, ff = flat(results["algoroom"]), flat(results["fastapi"])
             document["ratios"] = {key: fa[key] / ff[key] for key in fa if key in ff and ff[key]}
             document["verdict"], document["all_targets_met"] = verdict(fa, ff)
+            document["conditions"] = conditions(results)
         print(json.dumps(document, indent=2))
     elif len(results) == 2:
-        print_table(results["algoroom"], results["fastapi"], meta)
+        print_table(results, meta)
     else:
         print(json.dumps({name: flat(r) for name, r in results.items()}, indent=2))
+        print(conditions(results))
     return 0
 
 
 if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "--loadgen-worker":
-        url, method, conns, warm, dur = sys.argv[2:7]
-        print(json.dumps(asyncio.run(_loadgen(url, method, int(conns), float(warm), float(dur)))))
+        url, method, conns, seconds = sys.argv[2:6]
+        print(json.dumps(asyncio.run(_loadgen(url, method, int(conns), float(seconds)))))
         sys.exit(0)
     try:
         sys.exit(main())

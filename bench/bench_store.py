@@ -29,6 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from algoroom.sessions import Session  # noqa: E402
 from algoroom.store import SessionStore, open_store  # noqa: E402
+from algoroom.store.memory import MemoryStore  # noqa: E402
 from tests.servers import start_postgres, start_redis  # noqa: E402
 
 
@@ -42,12 +43,17 @@ async def run(store: SessionStore, writers: int, seconds: float, code_bytes: int
     measuring = False
     stop = False
 
+    # memory:// never suspends, so its writers must yield or the timer would never run.
+    yield_each_time = isinstance(store, MemoryStore)
+
     async def writer(n: int) -> None:
         nonlocal count
         session_id = sessions[n % len(sessions)].id
         while not stop:
             started = time.perf_counter()
             await store.update_code(session_id, code)
+            if yield_each_time:
+                await asyncio.sleep(0)
             if measuring:
                 latencies.append(time.perf_counter() - started)
                 count += 1

@@ -15,9 +15,15 @@ from algoroom import Settings, create_app
 RECEIVE_TIMEOUT = 5.0
 
 
+def make_settings(**overrides: Any) -> Settings:
+    """Test settings: an in-memory store and no executor (its probe costs ~1 s per app),
+    unless the test asks for them."""
+    return Settings(**{"database_url": "memory://", "exec_enabled": False, **overrides})
+
+
 @pytest.fixture
 def settings() -> Settings:
-    return Settings(database_url="memory://")
+    return make_settings()
 
 
 @pytest.fixture

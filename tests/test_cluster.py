@@ -33,6 +33,7 @@ async def cluster(redis_server, tmp_path):
         "ALGOROOM_CLUSTER_HEARTBEAT_SECONDS": "0.5",
         "ALGOROOM_CLUSTER_DEAD_AFTER_SECONDS": "2",
         "ALGOROOM_LOG_LEVEL": "DEBUG",
+        "ALGOROOM_EXEC_ENABLED": "false",
     }
     servers = [ServerProcess(env, tmp_path / f"server{i}.log") for i in range(3)]
     await asyncio.gather(*(s.start() for s in servers))

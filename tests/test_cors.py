@@ -39,7 +39,7 @@ async def test_actual_request_and_errors_carry_allow_origin(client):
 
 async def test_env_replaces_the_list(aiohttp_client):
     env = {"ALGOROOM_CORS_ORIGINS": "https://app.example, https://b.example"}
-    settings = Settings.from_env(env, database_url="memory://")
+    settings = Settings.from_env(env, database_url="memory://", exec_enabled=False)
     assert settings.cors_origins == ("https://app.example", "https://b.example")
     client = await aiohttp_client(create_app(settings))
     ok = await client.options("/sessions", headers={"Origin": "https://b.example", **PREFLIGHT})

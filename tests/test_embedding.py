@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 from aiohttp import web
 
-from algoroom import Settings, create_app
+from algoroom import create_app
 
-from .conftest import assert_error, receive_until
+from .conftest import assert_error, make_settings, receive_until
 
 
 @pytest.fixture
@@ -18,7 +18,7 @@ async def parent_client(aiohttp_client):
         return web.Response(text="parent")
 
     parent.router.add_get("/", home)
-    parent.add_subapp("/algoroom/", create_app(Settings(database_url="memory://")))
+    parent.add_subapp("/algoroom/", create_app(make_settings()))
     return await aiohttp_client(parent)
 
 

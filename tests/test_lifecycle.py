@@ -7,11 +7,11 @@ import asyncio
 import pytest
 from aiohttp import WSMsgType
 
-from algoroom import Settings, create_app
+from algoroom import create_app
 from algoroom.expiry import sweep_once
 from algoroom.keys import SERVICE
 
-from .conftest import assert_error, receive_close, receive_until
+from .conftest import assert_error, make_settings, receive_close, receive_until
 
 
 async def test_if_match_current_revision_succeeds(client, session_id):
@@ -65,7 +65,7 @@ async def test_delete_session_closes_sockets_and_is_404_afterwards(client, sessi
 
 
 async def test_idle_sessions_expire_but_busy_ones_stay(aiohttp_client):
-    client = await aiohttp_client(create_app(Settings(database_url="memory://", session_ttl=3600)))
+    client = await aiohttp_client(create_app(make_settings(session_ttl=3600)))
     service = client.app[SERVICE]
     idle = (await (await client.post("/sessions")).json())["id"]
     busy = (await (await client.post("/sessions")).json())["id"]
@@ -80,7 +80,7 @@ async def test_idle_sessions_expire_but_busy_ones_stay(aiohttp_client):
 
 
 async def test_background_sweep_expires_sessions(aiohttp_client):
-    client = await aiohttp_client(create_app(Settings(database_url="memory://", session_ttl=1)))
+    client = await aiohttp_client(create_app(make_settings(session_ttl=1)))
     sid = (await (await client.post("/sessions")).json())["id"]
 
     async def gone() -> None:
@@ -114,7 +114,7 @@ async def test_ready_is_503_when_the_store_fails(client, monkeypatch):
 
 @pytest.mark.parametrize("backend", ["sqlite"])
 async def test_sessions_survive_an_app_restart(aiohttp_client, tmp_path, backend):
-    settings = Settings(database_url=f"sqlite:///{tmp_path / 'a.db'}")
+    settings = make_settings(database_url=f"sqlite:///{tmp_path / 'a.db'}")
     first = await aiohttp_client(create_app(settings))
     sid = (await (await first.post("/sessions", json={"language": "python"})).json())["id"]
     await first.put(f"/sessions/{sid}/code", json={"code": "kept"})

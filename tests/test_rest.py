@@ -10,10 +10,10 @@ from datetime import datetime
 
 import pytest
 
-from algoroom import Settings, create_app
+from algoroom import create_app
 from algoroom.keys import SERVICE
 
-from .conftest import assert_error
+from .conftest import assert_error, make_settings
 
 SESSION_FIELDS = {"id", "code", "language", "createdAt", "updatedAt", "participants", "revision"}
 
@@ -139,7 +139,7 @@ async def test_malformed_json_is_400(client, session_id, raw):
 
 
 async def test_body_over_limit_is_413_and_changes_nothing(aiohttp_client):
-    client = await aiohttp_client(create_app(Settings(database_url="memory://", max_body_bytes=1000)))
+    client = await aiohttp_client(create_app(make_settings(max_body_bytes=1000)))
     sid = (await (await client.post("/sessions")).json())["id"]
     resp = await client.put(f"/sessions/{sid}/code", json={"code": "x" * 2000})
     await assert_error(resp, 413, "PAYLOAD_TOO_LARGE")
@@ -149,7 +149,7 @@ async def test_body_over_limit_is_413_and_changes_nothing(aiohttp_client):
 
 
 async def test_chunked_body_over_limit_is_413(aiohttp_client):
-    client = await aiohttp_client(create_app(Settings(database_url="memory://", max_body_bytes=1000)))
+    client = await aiohttp_client(create_app(make_settings(max_body_bytes=1000)))
     sid = (await (await client.post("/sessions")).json())["id"]
 
     async def chunks():

@@ -12,10 +12,10 @@ import aiohttp
 import pytest
 from aiohttp import WSMsgType
 
-from algoroom import Settings, create_app
+from algoroom import create_app
 from algoroom.keys import HUB
 
-from .conftest import receive_close, receive_json, receive_until
+from .conftest import make_settings, receive_close, receive_json, receive_until
 
 
 async def join(client, session_id, **kwargs):
@@ -142,7 +142,7 @@ async def test_binary_frame_gets_an_error(client, session_id):
 
 
 async def test_oversize_frame_closes_only_that_socket(aiohttp_client):
-    client = await aiohttp_client(create_app(Settings(database_url="memory://", ws_max_message_bytes=4096)))
+    client = await aiohttp_client(create_app(make_settings(ws_max_message_bytes=4096)))
     sid = (await (await client.post("/sessions")).json())["id"]
     big, _ = await join(client, sid)
     other, _ = await join(client, sid)
@@ -172,7 +172,7 @@ async def test_allowed_origin_and_no_origin_are_accepted(client, session_id):
 
 
 async def test_shutdown_closes_sockets_with_1001(aiohttp_client):
-    client = await aiohttp_client(create_app(Settings(database_url="memory://")))
+    client = await aiohttp_client(create_app(make_settings()))
     sid = (await (await client.post("/sessions")).json())["id"]
     sockets = [(await join(client, sid))[0] for _ in range(3)]
     closing = asyncio.ensure_future(client.server.close())
@@ -185,7 +185,7 @@ async def test_shutdown_closes_sockets_with_1001(aiohttp_client):
 
 async def test_dead_peer_is_dropped_by_heartbeat(aiohttp_client):
     client = await aiohttp_client(
-        create_app(Settings(database_url="memory://", ws_heartbeat_seconds=0.2))
+        create_app(make_settings(ws_heartbeat_seconds=0.2))
     )
     sid = (await (await client.post("/sessions")).json())["id"]
     watcher, _ = await join(client, sid)
@@ -216,7 +216,7 @@ def _stalled_socket(host: str, port: int, path: str) -> socket.socket:
 
 
 async def test_stalled_reader_is_dropped_without_delaying_others(aiohttp_client):
-    settings = Settings(database_url="memory://", ws_send_queue=4, ws_send_timeout_seconds=1.0)
+    settings = make_settings(ws_send_queue=4, ws_send_timeout_seconds=1.0)
     client = await aiohttp_client(create_app(settings))
     sid = (await (await client.post("/sessions")).json())["id"]
     fast, _ = await join(client, sid)

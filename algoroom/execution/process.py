@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import fcntl
+import json
 import logging
 import os
 import signal
@@ -35,6 +36,8 @@ PIPE_SIZE = 128 * 1024
 READ_CHUNK = 65536
 #: After the process exited and was killed, how long its pipes may take to reach EOF.
 EOF_GRACE_S = 2.0
+#: After the program was SIGKILLed, how long bwrap may take to notice and exit.
+OUTER_KILL_GRACE_S = 1.0
 _F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
 
 
@@ -95,6 +98,28 @@ def _parse_times(line: bytes) -> int:
     return round(total * 1000)
 
 
+def _real_uid(pid: int) -> int | None:
+    try:
+        with open(f"/proc/{pid}/status", "rb") as f:
+            for line in f:
+                if line.startswith(b"Uid:"):
+                    return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def _own_memory_high_water_kb() -> int:
+    try:
+        with open("/proc/self/status", "rb") as f:
+            for line in f:
+                if line.startswith(b"VmHWM:"):
+                    return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    return 1 << 40  # unknown: trust no ru_maxrss
+
+
 class ProcessRun:
     """One spawn of a run's argv, watched until it and its pipes are done.
 
@@ -110,6 +135,7 @@ class ProcessRun:
         stdin_fd: int,
         pass_fds: tuple[int, ...] = (),
         compile_pipe: tuple[int, int] | None = None,
+        info_pipe: tuple[int, int] | None = None,
         cwd: str = "/",
         output_cap: int,
         wall_ms: int,
@@ -125,6 +151,7 @@ class ProcessRun:
         self._stdin_fd = stdin_fd
         self._pass_fds = pass_fds
         self._compile_pipe = compile_pipe
+        self._info_pipe = info_pipe
         self._cwd = cwd
         self._cap = output_cap
         self._wall_s = wall_ms / 1000
@@ -139,14 +166,19 @@ class ProcessRun:
         self._captured = 0
         self._streams: list[_Stream] = []
         self._compile_stream: _Stream | None = None
+        self._info_stream: _Stream | None = None
+        #: pidfd of the program itself (pid 1 of the run's namespace), from bwrap's --info-fd.
+        self._inner_pidfd: int | None = None
         self._proc: subprocess.Popen[bytes] | None = None
         self._pidfd: int | None = None
         self._exited = False
         self._rusage_cpu_ms = 0
         self._max_rss_kb = 0
+        self._server_hwm_kb = 0
         self._compile_cpu_ms = 0
         self._timer: asyncio.TimerHandle | None = None
         self._grace: asyncio.TimerHandle | None = None
+        self._outer_kill: asyncio.TimerHandle | None = None
         self._watch = None
         self._done: asyncio.Future[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -170,6 +202,9 @@ class ProcessRun:
             if self._compile_pipe is not None:
                 self._compile_stream = _Stream("compile", self._compile_pipe[0])
                 to_close.append(self._compile_pipe[1])
+            if self._info_pipe is not None:
+                self._info_stream = _Stream("info", self._info_pipe[0])
+                to_close.append(self._info_pipe[1])
             try:
                 self._proc = subprocess.Popen(
                     self._argv,
@@ -190,10 +225,13 @@ class ProcessRun:
                     os.close(fd)
                 to_close.clear()
             self._t_start = self._t_run = loop.time()
+            self._server_hwm_kb = _own_memory_high_water_kb()
             self._pidfd = os.pidfd_open(self._proc.pid)
             loop.add_reader(self._pidfd, self._on_exit_readable)
             for stream in self._all_streams():
                 loop.add_reader(stream.fd, self._on_readable, stream)
+            if self._info_stream is not None:
+                loop.add_reader(self._info_stream.fd, self._on_info_readable)
             first_stage = self._compile_wall_s if self._compile_stream is not None else self._wall_s
             self._timer = loop.call_at(self._t_start + first_stage, self._on_deadline)
             if self._watchdog is not None and self._uid is not None:
@@ -206,10 +244,33 @@ class ProcessRun:
                 os.close(fd)
             self._cleanup()
 
+    @property
+    def reaped_by_sandbox(self) -> bool:
+        """bwrap exited by itself, so it reaped pid 1, and the kernel had ended every other
+        process of the pid namespace before that: nothing of the run can be left."""
+        return self._exited and self.outcome.exit_code is not None and self.outcome.spawn_error is None
+
     def kill(self, reason: str) -> None:
         """Kill the whole run (first reason wins). Safe at any time, also after exit."""
         if self.outcome.killed_for is None and not self._exited:
             self.outcome.killed_for = reason
+        if self._exited or self._pidfd is None or self._proc is None:
+            return
+        if self._inner_pidfd is not None:
+            # Kill the program while bwrap is alive to reap it: killing bwrap first would
+            # leave pid 1 a zombie of the host's init for a while, holding the slot's uid.
+            # bwrap then exits by itself; it is killed too only if it has not after a grace.
+            try:
+                signal.pidfd_send_signal(self._inner_pidfd, signal.SIGKILL)
+            except OSError:
+                pass
+            if self._loop is not None and self._outer_kill is None:
+                self._outer_kill = self._loop.call_later(OUTER_KILL_GRACE_S, self._kill_outer)
+            return
+        self._kill_outer()
+
+    def _kill_outer(self) -> None:
+        self._outer_kill = None
         if self._exited or self._pidfd is None or self._proc is None:
             return
         if self._own_group:
@@ -242,6 +303,41 @@ class ProcessRun:
                 self._take_compile(stream, chunk)
             else:
                 self._take_output(stream, chunk)
+
+    def _on_info_readable(self) -> None:
+        """bwrap's --info-fd: a JSON object with the program's host pid, then EOF."""
+        stream = self._info_stream
+        assert stream is not None and self._loop is not None
+        try:
+            chunk = os.read(stream.fd, 4096)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            chunk = b""
+        if chunk and stream.size < 65536:
+            stream.chunks.append(chunk)
+            stream.size += len(chunk)
+            try:
+                info = json.loads(b"".join(stream.chunks))
+            except ValueError:
+                return  # incomplete yet
+            self._adopt_inner(info.get("child-pid"))
+        self._loop.remove_reader(stream.fd)
+        os.close(stream.fd)
+        stream.eof = True
+
+    def _adopt_inner(self, pid: object) -> None:
+        if not isinstance(pid, int) or self._exited or self._inner_pidfd is not None:
+            return
+        try:
+            self._inner_pidfd = os.pidfd_open(pid)
+        except OSError:  # already gone
+            return
+        if self._uid is not None and _real_uid(pid) != self._uid:  # gone and the pid reused meanwhile
+            os.close(self._inner_pidfd)
+            self._inner_pidfd = None
+        elif self.outcome.killed_for is not None:  # a kill came before we knew the pid
+            self.kill(self.outcome.killed_for)
 
     def _take_output(self, stream: _Stream, chunk: bytes) -> None:
         room = self._cap - self._captured
@@ -323,9 +419,10 @@ class ProcessRun:
         if rusage is not None:
             self._rusage_cpu_ms = round((rusage.ru_utime + rusage.ru_stime) * 1000)
             self._max_rss_kb = rusage.ru_maxrss
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        for handle in (self._timer, self._outer_kill):
+            if handle is not None:
+                handle.cancel()
+        self._timer = self._outer_kill = None
         if self._own_group:  # unsandboxed: no pid namespace ends the stragglers for us
             try:
                 os.killpg(self._proc.pid, signal.SIGKILL)
@@ -359,16 +456,27 @@ class ProcessRun:
         compiled = self._compile_stream is not None
         o.cpu_ms = max(0, self._rusage_cpu_ms - self._compile_cpu_ms)
         peak = self._watch.peak_kb if self._watch is not None else 0
-        # ru_maxrss covers one process (the largest); with a compile stage it is the compiler's.
-        o.memory_kb = max(peak, 0 if compiled else self._max_rss_kb)
+        # ru_maxrss is the largest single process of the run, but the vfork'ed spawn starts
+        # from the server's own memory high-water mark: only a figure above it is the run's.
+        # With a compile stage it is the compiler's.
+        rss = self._max_rss_kb if not compiled and self._max_rss_kb > self._server_hwm_kb else 0
+        o.memory_kb = max(peak, rss)
         return o
 
     def _cleanup(self) -> None:
         loop = self._loop
-        for handle in (self._timer, self._grace):
+        for handle in (self._timer, self._grace, self._outer_kill):
             if handle is not None:
                 handle.cancel()
-        self._timer = self._grace = None
+        self._timer = self._grace = self._outer_kill = None
+        if self._inner_pidfd is not None:
+            os.close(self._inner_pidfd)
+            self._inner_pidfd = None
+        if self._info_stream is not None and not self._info_stream.eof:
+            if loop is not None:
+                loop.remove_reader(self._info_stream.fd)
+            os.close(self._info_stream.fd)
+            self._info_stream.eof = True
         if self._watch is not None and self._watchdog is not None:
             self._watchdog.unwatch(self._watch)
         if loop is not None:

@@ -12,6 +12,7 @@ number: a program that calls ``exit(139)`` itself is reported as SIGSEGV too.
 
 from __future__ import annotations
 
+import math
 import signal as _signal
 from dataclasses import dataclass
 from typing import Any
@@ -23,6 +24,8 @@ from .process import Outcome
 STATUSES = (
     "ok", "runtime_error", "compile_error", "timeout", "memory_limit", "output_limit", "killed", "internal_error",
 )
+
+CPU_SLACK_MS = 250
 
 #: Put in ``warning`` of every result when the executor runs without its sandbox.
 UNSANDBOXED_WARNING = (
@@ -151,8 +154,10 @@ def judge(
     if code is not None and 128 < code <= 128 + 64:
         number = code - 128
         name = _signal_name(number)
-        if number in (_signal.SIGXCPU, _signal.SIGKILL) and outcome.cpu_ms >= limits.cpu_ms:
-            reason = f"CPU time limit exceeded ({limits.cpu_ms} ms)"
+        cpu_limit_ms = 1000 * max(1, math.ceil(limits.cpu_ms / 1000))  # RLIMIT_CPU is whole seconds
+        # rusage lags the scheduler clock that RLIMIT_CPU checks by a tick or so.
+        if number in (_signal.SIGXCPU, _signal.SIGKILL) and outcome.cpu_ms >= cpu_limit_ms - CPU_SLACK_MS:
+            reason = f"Execution timed out after {limits.cpu_ms} ms (CPU time limit)"
             return RunResult("timeout", error=_with_reason(stderr, reason), exit_code=code, signal=name, **common)
         if number == _signal.SIGXFSZ:
             reason = f"File size limit exceeded ({limits.file_size_bytes} bytes)"

@@ -10,7 +10,7 @@ Each wrapper execs the next, so the pid we spawn is the pid we kill. Why each pi
 
 - the slot's own unprivileged uid: RLIMIT_NPROC is ignored for root, and a per-uid
   budget shared between runs would let one run starve another;
-- bwrap with new user, pid, mount, ipc, uts, cgroup and network namespaces: a fresh
+- bwrap with new user, pid, mount, ipc, uts and network namespaces: a fresh
   network namespace per run has no interface but its own loopback, so neither the
   network, the host's loopback services nor its abstract unix sockets are reachable,
   and two concurrent runs cannot talk to each other;
@@ -49,15 +49,24 @@ SANDBOX_UID = 1000
 SANDBOX_PATH = "/usr/bin:/bin"
 HOSTNAME = "algoroom"
 
-#: Host files a toolchain needs, bound read-only if present.
-_ETC_FILES = (
+#: Host paths under /etc a toolchain needs, bound read-only if present. Everything else of
+#: the sandbox's /etc is our own (passwd, group, hosts), one bind for the lot: each mount
+#: costs bwrap a syscall or three and a read of the mount table, on every run.
+_ETC_PATHS = (
     "/etc/alternatives",  # /usr/bin/java, cc, ... are symlinks through it
-    "/etc/ld.so.cache",
-    "/etc/ld.so.conf",
-    "/etc/ld.so.conf.d",
-    "/etc/localtime",
+    "/etc/ld.so.cache",  # the multiarch library dirs are only known through it
 )
 _ETC_GLOBS = ("/etc/java-*",)  # the JVM reads its security and logging config from there
+
+#: A minimal /dev, cheaper than bwrap's --dev (no devpts, tty or full: no run has a terminal).
+_DEV = (
+    "--tmpfs", "/dev",
+    *(arg for node in ("null", "zero", "random", "urandom") for arg in ("--dev-bind", f"/dev/{node}", f"/dev/{node}")),
+    "--symlink", "/proc/self/fd", "/dev/fd",
+    "--symlink", "/proc/self/fd/0", "/dev/stdin",
+    "--symlink", "/proc/self/fd/1", "/dev/stdout",
+    "--symlink", "/proc/self/fd/2", "/dev/stderr",
+)
 
 _PASSWD = f"box:x:{SANDBOX_UID}:{SANDBOX_UID}:box:{BOX}:/bin/sh\n"
 _GROUP = f"box:x:{SANDBOX_UID}:\n"
@@ -126,8 +135,19 @@ def check_host() -> None:
         pass
 
 
+def host_etc_paths() -> list[str]:
+    paths = [p for p in _ETC_PATHS if os.path.exists(p)]
+    for pattern in _ETC_GLOBS:
+        paths += sorted(glob.glob(pattern))
+    return paths
+
+
 def make_etc_dir() -> str:
-    """A root-owned, read-only-to-others dir with the sandbox's own passwd, group and hosts."""
+    """The sandbox's /etc: a root-owned dir, read-only to others, made once per executor.
+
+    It holds our own passwd, group and hosts, and empty mount points for the host paths
+    of ``host_etc_paths()``, which are bound over them read-only.
+    """
     base = "/run" if os.access("/run", os.W_OK) else None
     path = tempfile.mkdtemp(prefix="algoroom-exec-etc-", dir=base)
     os.chmod(path, 0o755)
@@ -136,13 +156,20 @@ def make_etc_dir() -> str:
         with open(file_path, "w") as f:
             f.write(text)
         os.chmod(file_path, 0o644)
+    for host in host_etc_paths():
+        mount_point = os.path.join(path, os.path.basename(host))
+        if os.path.isdir(host):
+            os.mkdir(mount_point, 0o755)
+        else:
+            open(mount_point, "w").close()
+            os.chmod(mount_point, 0o644)
     return path
 
 
 def _system_mounts(etc_dir: str) -> list[str]:
     """bwrap arguments for the read-only system view, computed once per executor."""
     args = ["--ro-bind", "/usr", "/usr"]
-    if os.path.isdir("/usr/local"):
+    if os.path.isdir("/usr/local"):  # not the system's: whatever was installed by hand stays out
         args += ["--tmpfs", "/usr/local", "--remount-ro", "/usr/local"]
     for name in ("bin", "sbin", "lib", "lib32", "lib64", "libx32"):
         host = f"/{name}"
@@ -150,26 +177,26 @@ def _system_mounts(etc_dir: str) -> list[str]:
             args += ["--symlink", os.readlink(host), host]
         elif os.path.isdir(host):
             args += ["--ro-bind", host, host]
-    args += ["--perms", "0755", "--dir", "/etc"]
-    etc = [p for p in _ETC_FILES if os.path.exists(p)]
-    for pattern in _ETC_GLOBS:
-        etc += sorted(glob.glob(pattern))
-    for path in etc:
-        args += ["--ro-bind", path, path]
-    for name in ("passwd", "group", "hosts"):
-        args += ["--ro-bind", os.path.join(etc_dir, name), f"/etc/{name}"]
+    args += ["--ro-bind", etc_dir, "/etc"]
+    for host in host_etc_paths():
+        if os.path.exists(os.path.join(etc_dir, os.path.basename(host))):
+            args += ["--ro-bind", host, host]
     return args
 
 
 def rlimit_args(limits: ExecutionLimits, *, memory_mb: int, cpu_ms: int) -> list[str]:
-    """prlimit options. CPU: SIGXCPU at the soft limit, SIGKILL one second later."""
+    """prlimit options.
+
+    CPU: soft = hard, so the kernel sends SIGKILL at the limit: the program is pid 1 of
+    its namespace, and pid 1 never receives a signal it has no handler for (SIGXCPU).
+    """
     cpu_s = max(1, math.ceil(cpu_ms / 1000))
     return [
         # +1: the outer bwrap process runs as the slot uid too.
         f"--nproc={limits.processes + 1}",
         f"--nofile={limits.open_files}",
         f"--fsize={limits.file_size_bytes}",
-        f"--cpu={cpu_s}:{cpu_s + 1}",
+        f"--cpu={cpu_s}:{cpu_s}",
         f"--data={memory_mb * 1024 * 1024}",
         "--core=0",
         "--memlock=0",
@@ -198,7 +225,7 @@ def compile_script(language: Language, limits: ExecutionLimits, compile_fd: int)
         f"{{ printf '\\n'; times; printf '%s\\n' \"$s\"; }} >&{fd}\n"
         f"exec {fd}>&-\n"
         '[ "$s" = 0 ] || exit 0\n'
-        f"ulimit -d {limits.memory_mb * 1024} && ulimit -H -t {cpu_s + 1} && ulimit -S -t {cpu_s} || exit 125\n"
+        f"ulimit -d {limits.memory_mb * 1024} && ulimit -t {cpu_s} || exit 125\n"
         f'exec {run_cmd} "$@"\n'
     )
 
@@ -219,6 +246,7 @@ class Sandbox:
         limits: ExecutionLimits,
         source_fd: int,
         compile_fd: int | None,
+        info_fd: int,
         args: tuple[str, ...] = (),
     ) -> list[str]:
         compiled = language.compile is not None
@@ -233,12 +261,12 @@ class Sandbox:
         argv += [
             self.tools.bwrap,
             "--unshare-user", "--unshare-pid", "--unshare-net", "--unshare-ipc", "--unshare-uts",
-            "--unshare-cgroup-try", "--disable-userns",
-            "--die-with-parent", "--new-session", "--as-pid-1",
+            "--disable-userns",
+            "--die-with-parent", "--new-session", "--as-pid-1", "--info-fd", str(info_fd),
             "--uid", str(SANDBOX_UID), "--gid", str(SANDBOX_UID), "--hostname", HOSTNAME,
             *self._system,
             "--proc", "/proc",
-            "--dev", "/dev",
+            *_DEV,
             "--size", tmpfs_bytes, "--tmpfs", "/dev/shm",
             "--size", tmpfs_bytes, "--tmpfs", "/tmp",
             "--size", tmpfs_bytes, "--perms", "0755", "--tmpfs", BOX,

@@ -75,6 +75,7 @@ class SlotPool:
 
     def __init__(self, slots: list[Slot], max_queue: int) -> None:
         self._free: collections.deque[Slot] = collections.deque(slots)
+        self.uids = tuple(slot.uid for slot in slots)
         self._size = len(slots)
         self._max_queue = max_queue
         self._waiters: collections.deque[asyncio.Future[Slot]] = collections.deque()

@@ -5,6 +5,16 @@ and bumping ``revision`` (and keeping the activity index in step) cannot interle
 another process's write, and costs one round trip (``EVALSHA``). WATCH/MULTI would need
 retries under contention.
 
+Why an automatic pipeline: redis-py spends far more CPU per command (pool checkout, timeout
+wrappers, parsing) than Redis does running the script. Single-key commands go through
+:class:`_AutoPipeline`, which sends everything that queued up while the previous batch was
+in flight as one pipeline (the Redis counterpart of SQLite's group commit): 2-4x the
+throughput under concurrency, one round trip per batch. Each script stays atomic on its
+own; a pipeline is not a transaction and needs none.
+
+Why no retries: a write whose connection broke may or may not have run; re-sending it could
+bump the revision twice. The error goes to the caller instead.
+
 Key layout (schema version 1; ``PREFIX`` defaults to ``algoroom:``)::
 
     PREFIX session:<id>    hash: code, language, created_at, updated_at, revision, active_at
@@ -27,13 +37,17 @@ default here), plus ``?prefix=...`` to share one database between deployments.
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
 import logging
 from collections.abc import Collection
 from datetime import datetime
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError, ResponseError
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import NoScriptError, RedisError, ResponseError
 
 from algoroom.errors import RevisionConflict, SessionNotFound
 from algoroom.sessions import Session, utcnow
@@ -131,6 +145,86 @@ return deleted
 """
 
 _CHUNK = 200
+_SCRIPTS = (_CREATE, _UPDATE_CODE, _SAVE_DOCUMENT, _TOUCH, _DELETE, _DELETE_IF_IDLE)
+
+
+def _sha(script: str) -> str:
+    return hashlib.sha1(script.encode()).hexdigest()
+
+
+_SHAS = {source: _sha(source) for source in _SCRIPTS}
+
+
+class _AutoPipeline:
+    """Batches concurrent commands into pipelines; one batch in flight at a time."""
+
+    def __init__(self, client: aioredis.Redis, scripts: dict[str, str]) -> None:
+        self._client = client
+        self._scripts = scripts  # sha -> source, reloaded after a Redis restart
+        self._pending: list[tuple[tuple[object, ...], asyncio.Future[object]]] = []
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="algoroom redis pipeline")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+        for _, future in self._pending:
+            if not future.done():
+                future.set_exception(RedisError("store closed"))
+        self._pending.clear()
+
+    def call(self, *command: object) -> asyncio.Future[object]:
+        if self._task is None:
+            raise RuntimeError("Redis store is not open")
+        future = asyncio.get_running_loop().create_future()
+        self._pending.append((command, future))
+        self._wake.set()
+        return future
+
+    async def _run(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            batch, self._pending = self._pending, []
+            if batch:
+                await self._send(batch, reload_scripts=True)
+
+    async def _send(self, batch: list[tuple[tuple[object, ...], asyncio.Future[object]]], reload_scripts: bool) -> None:
+        try:
+            pipe = self._client.pipeline(transaction=False)
+            for command, _ in batch:
+                pipe.execute_command(*command)
+            replies = await pipe.execute(raise_on_error=False)
+        except Exception as exc:  # connection lost: every caller learns it
+            for _, future in batch:
+                if not future.done():
+                    future.set_exception(exc)
+            return
+        retry = []
+        for (command, future), reply in zip(batch, replies):
+            if isinstance(reply, NoScriptError) and reload_scripts:
+                retry.append((command, future))  # the script never ran: safe to resend
+            elif future.done():
+                pass
+            elif isinstance(reply, Exception):
+                future.set_exception(reply)
+            else:
+                future.set_result(reply)
+        if retry:
+            try:
+                for source in self._scripts.values():
+                    await self._client.script_load(source)
+            except Exception as exc:
+                for _, future in retry:
+                    if not future.done():
+                        future.set_exception(exc)
+                return
+            await self._send(retry, reload_scripts=False)
 
 
 def _split_options(url: str) -> tuple[str, str]:
@@ -151,6 +245,7 @@ class RedisStore(SessionStore):
         self.url = redact_url(url)
         self._client_url, self.prefix = _split_options(url)
         self._client: aioredis.Redis | None = None
+        self._pipeline: _AutoPipeline
         self._active_key = f"{self.prefix}active".encode()
 
     def _session_key(self, session_id: str) -> bytes:
@@ -165,7 +260,10 @@ class RedisStore(SessionStore):
         # A blocking pool makes a burst of callers queue for a connection instead of failing
         # with "Too many connections".
         pool = aioredis.BlockingConnectionPool.from_url(
-            self._client_url, decode_responses=False, max_connections=DEFAULT_MAX_CONNECTIONS
+            self._client_url,
+            decode_responses=False,
+            max_connections=DEFAULT_MAX_CONNECTIONS,
+            retry=Retry(NoBackoff(), 0),
         )
         client = aioredis.Redis.from_pool(pool)
         try:
@@ -175,12 +273,11 @@ class RedisStore(SessionStore):
             await client.aclose()
             raise
         self._client = client
-        self._create = client.register_script(_CREATE)
-        self._update_code = client.register_script(_UPDATE_CODE)
-        self._save_document = client.register_script(_SAVE_DOCUMENT)
-        self._touch = client.register_script(_TOUCH)
-        self._delete = client.register_script(_DELETE)
-        self._delete_if_idle = client.register_script(_DELETE_IF_IDLE)
+        self._pipeline = _AutoPipeline(client, {_sha(source): source for source in _SCRIPTS})
+        self._pipeline.start()
+
+    def _script(self, source: str, keys: list[bytes], args: list[object]) -> asyncio.Future[object]:
+        return self._pipeline.call("EVALSHA", _SHAS[source], len(keys), *keys, *args)
 
     async def _warn_if_volatile(self, client: aioredis.Redis) -> None:
         try:
@@ -197,6 +294,7 @@ class RedisStore(SessionStore):
     async def close(self) -> None:
         client, self._client = self._client, None
         if client is not None:
+            await self._pipeline.stop()
             await client.aclose()
 
     @property
@@ -212,9 +310,10 @@ class RedisStore(SessionStore):
     async def create(self, session: Session) -> None:
         check_new_session(session)
         updated = to_micros(session.updated_at)
-        created = await self._create(
-            keys=[self._session_key(session.id), self._active_key],
-            args=[
+        created = await self._script(
+            _CREATE,
+            [self._session_key(session.id), self._active_key],
+            [
                 session.code.encode(),
                 session.language.encode(),
                 to_micros(session.created_at),
@@ -222,7 +321,6 @@ class RedisStore(SessionStore):
                 session.revision,
                 session.id.encode(),
             ],
-            client=self.client,
         )
         if not created:
             raise SessionAlreadyExists(session.id)
@@ -230,8 +328,8 @@ class RedisStore(SessionStore):
     async def get(self, session_id: str) -> Session | None:
         if not storable_id(session_id):
             return None
-        code, language, created_at, updated_at, revision = await self.client.hmget(
-            self._session_key(session_id), "code", "language", "created_at", "updated_at", "revision"
+        code, language, created_at, updated_at, revision = await self._pipeline.call(
+            "HMGET", self._session_key(session_id), b"code", b"language", b"created_at", b"updated_at", b"revision"
         )
         if revision is None:
             return None
@@ -260,16 +358,16 @@ class RedisStore(SessionStore):
             check_text(language, "language")
         now = utcnow() if now is None else now
         micros = to_micros(now)
-        reply = await self._update_code(
-            keys=[self._session_key(session_id), self._active_key],
-            args=[
+        reply = await self._script(
+            _UPDATE_CODE,
+            [self._session_key(session_id), self._active_key],
+            [
                 code.encode(),
                 (language or "").encode(),
                 micros,
                 "" if expected_revision is None else str(int(expected_revision)),
                 session_id.encode(),
             ],
-            client=self.client,
         )
         if reply[0] == 0:
             raise SessionNotFound(session_id)
@@ -283,20 +381,20 @@ class RedisStore(SessionStore):
     async def delete(self, session_id: str) -> bool:
         if not storable_id(session_id):
             return False
-        deleted = await self._delete(
-            keys=[self._session_key(session_id), self._document_key(session_id), self._active_key],
-            args=[session_id.encode()],
-            client=self.client,
+        deleted = await self._script(
+            _DELETE,
+            [self._session_key(session_id), self._document_key(session_id), self._active_key],
+            [session_id.encode()],
         )
         return bool(deleted)
 
     async def touch(self, session_id: str, now: datetime) -> None:
         micros = to_micros(now)
         if storable_id(session_id):
-            await self._touch(
-                keys=[self._session_key(session_id), self._active_key],
-                args=[micros, session_id.encode()],
-                client=self.client,
+            await self._script(
+                _TOUCH,
+                [self._session_key(session_id), self._active_key],
+                [micros, session_id.encode()],
             )
 
     async def delete_idle(self, idle_before: datetime, keep: Collection[str] = ()) -> list[str]:
@@ -310,14 +408,14 @@ class RedisStore(SessionStore):
             keys = [self._active_key]
             for session_id in chunk:
                 keys += [self._session_key(session_id), self._document_key(session_id)]
-            gone = await self._delete_if_idle(keys=keys, args=[cut, *chunk], client=self.client)
+            gone = await self._script(_DELETE_IF_IDLE, keys, [cut, *chunk])
             deleted.extend(g.decode() for g in gone)
         return deleted
 
     async def load_document(self, session_id: str) -> bytes | None:
         if not storable_id(session_id):
             return None
-        return await self.client.get(self._document_key(session_id))
+        return await self._pipeline.call("GET", self._document_key(session_id))
 
     async def save_document(
         self, session_id: str, state: bytes, code: str, *, now: datetime | None = None
@@ -326,10 +424,10 @@ class RedisStore(SessionStore):
             raise SessionNotFound(session_id)
         check_text(code, "code")
         micros = to_micros(utcnow() if now is None else now)
-        reply = await self._save_document(
-            keys=[self._session_key(session_id), self._document_key(session_id), self._active_key],
-            args=[code.encode(), micros, bytes(state), session_id.encode()],
-            client=self.client,
+        reply = await self._script(
+            _SAVE_DOCUMENT,
+            [self._session_key(session_id), self._document_key(session_id), self._active_key],
+            [code.encode(), micros, bytes(state), session_id.encode()],
         )
         if reply[0] == 0:
             raise SessionNotFound(session_id)

@@ -1,0 +1,110 @@
+"""Slots, queue, busy, cancellation and shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+
+import pytest
+import pytest_asyncio
+
+from algoroom.errors import ExecutionBusy
+from algoroom.execution import ExecutionLimits, Executor
+from algoroom.languages import LANGUAGES
+
+from algoroom.execution.watchdog import scan_uids
+
+from .conftest import assert_nothing_left, wait_until
+
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+
+MIXED = [
+    ("python", "import sys\nprint(sum(range(int(sys.argv[1]))))", lambda n: f"{sum(range(n))}\n"),
+    ("javascript", "const n = +process.argv[2]; let s = 0; for (let i = 0; i < n; i++) s += i; console.log(s)",
+     lambda n: f"{sum(range(n))}\n"),
+    ("bash", 'echo $(( $1 * ($1 - 1) / 2 ))', lambda n: f"{sum(range(n))}\n"),
+    ("c", '#include <stdio.h>\n#include <stdlib.h>\nint main(int c, char **v) { long n = atol(v[1]), s = 0;\n'
+          'for (long i = 0; i < n; i++) s += i; printf("%ld\\n", s); }\n', lambda n: f"{sum(range(n))}\n"),
+]
+
+
+async def test_twenty_concurrent_mixed_runs(executor: Executor) -> None:
+    jobs = []
+    for i in range(20):
+        language, code, expect = MIXED[i % len(MIXED)]
+        if executor.is_available_language(language):
+            jobs.append((language, code, 1000 + i, expect(1000 + i)))
+    results = await asyncio.gather(*(executor.run(lang, code, args=[str(n)]) for lang, code, n, _ in jobs))
+    counts = collections.Counter()
+    for (language, _, _, expected), result in zip(jobs, results):
+        assert result.status == "ok", (language, result)
+        assert result.stdout == expected, (language, result)
+        counts[language] += 1
+    assert sum(counts.values()) == len(jobs) >= 10
+    await wait_until(lambda: executor.running == 0, what="slots released")
+    assert_nothing_left(executor.slot_uids)
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def tiny_executor():
+    ex = Executor(ExecutionLimits(max_concurrency=1, max_queue=1, wall_ms=20000), languages={
+        "python": LANGUAGES["python"],
+    })
+    await ex.start()
+    assert ex.available, ex.unavailable_reason
+    yield ex
+    await ex.close()
+    assert_nothing_left(ex.slot_uids)
+
+
+async def test_busy_when_slots_and_queue_are_full(tiny_executor: Executor) -> None:
+    ex = tiny_executor
+    holder = asyncio.ensure_future(ex.run("python", "import time; time.sleep(30)"))
+    await asyncio.sleep(0)  # one turn: the free slot is taken without waiting
+    assert ex.running == 1
+    waiter = asyncio.ensure_future(ex.run("python", "print('queued')"))
+    await asyncio.sleep(0)
+    assert ex.queued == 1
+    with pytest.raises(ExecutionBusy) as info:
+        await ex.run("python", "print('rejected')")
+    assert info.value.status == 429
+    assert int(info.value.headers["Retry-After"]) >= 1
+
+    # The client of the long run goes away: its run is killed and the queued one proceeds.
+    holder.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await holder
+    queued = await asyncio.wait_for(waiter, 10)
+    assert queued.status == "ok" and queued.stdout == "queued\n"
+    await wait_until(lambda: ex.running == 0, what="slot released")
+    assert_nothing_left(ex.slot_uids)
+
+
+async def test_cancel_while_queued(tiny_executor: Executor) -> None:
+    ex = tiny_executor
+    holder = asyncio.ensure_future(ex.run("python", "import time; time.sleep(30)"))
+    await asyncio.sleep(0)
+    waiter = asyncio.ensure_future(ex.run("python", "print('never')"))
+    await asyncio.sleep(0)
+    assert ex.queued == 1
+    waiter.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiter
+    assert ex.queued == 0
+    holder.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await holder
+    result = await asyncio.wait_for(ex.run("python", "print('next')"), 10)
+    assert result.stdout == "next\n"
+
+
+async def test_close_kills_running_runs(tiny_executor: Executor) -> None:
+    ex = tiny_executor
+    uids = ex.slot_uids
+    task = asyncio.ensure_future(ex.run("python", "import time\nprint('up', flush=True)\ntime.sleep(30)"))
+    await wait_until(lambda: any(usage.pids for usage in scan_uids(uids).values()), what="run started")
+    await asyncio.wait_for(ex.close(), 10)
+    result = await asyncio.wait_for(task, 5)
+    assert result.status == "killed", result
+    assert_nothing_left(uids)
+
