@@ -33,7 +33,8 @@ class Connection:
     """The outgoing side of one WebSocket: a bounded queue and the task that drains it."""
 
     __slots__ = (
-        "ws", "session_id", "_queue", "_writer", "_send_started", "_send_timeout", "_loop", "_dropped", "_transport"
+        "ws", "session_id", "wants_json", "_queue", "_writer", "_send_started", "_send_timeout", "_loop", "_dropped",
+        "_transport",
     )
 
     def __init__(
@@ -44,19 +45,22 @@ class Connection:
         queue_size: int,
         send_timeout: float,
         transport: asyncio.BaseTransport | None = None,
+        wants_json: bool = True,
     ) -> None:
         self.ws = ws
+        #: JSON sockets get the hub's JSON events; Yjs sockets only count as participants.
+        self.wants_json = wants_json
         self._transport = transport
         self.session_id = session_id
-        self._queue: asyncio.Queue[str] = asyncio.Queue(queue_size)
+        self._queue: asyncio.Queue[str | bytes] = asyncio.Queue(queue_size)
         self._send_timeout = send_timeout
         self._send_started: float | None = None
         self._dropped = False
         self._loop = asyncio.get_running_loop()
         self._writer = self._loop.create_task(self._write_loop())
 
-    def send(self, payload: str) -> None:
-        """Queue one serialised message; cut the connection if it has fallen too far behind."""
+    def send(self, payload: str | bytes) -> None:
+        """Queue one serialised message (text, or a binary frame); cut the connection if it has fallen too far behind."""
         if self._dropped or self._writer.done():
             return
         started = self._send_started
@@ -78,7 +82,10 @@ class Connection:
             while True:
                 payload = await queue.get()
                 self._send_started = loop.time()
-                await ws.send_str(payload)
+                if isinstance(payload, str):
+                    await ws.send_str(payload)
+                else:
+                    await ws.send_bytes(payload)
                 self._send_started = None
                 queue.task_done()
         except (ConnectionError, RuntimeError):
@@ -178,9 +185,11 @@ class SessionHub:
             if revision <= room.revision:
                 return 0
             room.revision = revision
-        for conn in tuple(room.members):
-            conn.send(payload)
-        return len(room.members)
+        members = tuple(room.members)
+        for conn in members:
+            if conn.wants_json:
+                conn.send(payload)
+        return len(members)
 
     def _is_newer(self, session_id: str, revision: int) -> bool:
         room = self._rooms.get(session_id)
