@@ -15,7 +15,7 @@ its own clean out-of-memory error instead of being killed by the kernel limit.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Mapping
+from collections.abc import Mapping
 
 DEFAULT_LANGUAGE = "javascript"
 

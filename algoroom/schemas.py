@@ -7,11 +7,26 @@ Wire names are camelCase, as the seed's frontend expects.
 
 from __future__ import annotations
 
-from marshmallow import EXCLUDE, RAISE, Schema, fields, validate
+from marshmallow import EXCLUDE, RAISE, Schema, ValidationError, fields, validate
 
 from .languages import DEFAULT_LANGUAGE, LANGUAGES
 
 STRICT_BOOL = {"truthy": {True}, "falsy": {False}}
+
+
+def valid_unicode(value: str) -> None:
+    """Reject lone surrogates (``"\\ud800"`` is valid JSON but not text anyone can store or send)."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as error:
+        raise ValidationError(f"Not valid Unicode text (lone surrogate at index {error.start}).") from None
+
+
+def text(**kwargs) -> fields.String:
+    """A string field that only accepts real Unicode text."""
+    extra = kwargs.pop("validate", None)
+    validators = [valid_unicode] + ([extra] if extra else [])
+    return fields.String(validate=validators, **kwargs)
 
 
 def language_field(**kwargs) -> fields.String:
@@ -58,7 +73,7 @@ class UpdateCodeSchema(Schema):
     class Meta:
         unknown = RAISE
 
-    code = fields.String(required=True, metadata={"description": "The whole buffer; may be empty."})
+    code = text(required=True, metadata={"description": "The whole buffer; may be empty."})
     language = language_field()
     base_revision = fields.Integer(
         data_key="baseRevision",
@@ -85,8 +100,8 @@ class ExecutionResultSchema(Schema):
         unknown = EXCLUDE
 
     success = fields.Boolean(required=True, **STRICT_BOOL)
-    output = fields.String(required=True)
-    error = fields.String(allow_none=True, load_default=None)
+    output = text(required=True)
+    error = text(allow_none=True, load_default=None)
     execution_time = fields.Float(
         required=True,
         data_key="executionTime",
@@ -118,10 +133,8 @@ class ExecuteRequestSchema(Schema):
     class Meta:
         unknown = RAISE
 
-    stdin = fields.String(load_default="", validate=validate.Length(max=1024 * 1024))
-    args = fields.List(
-        fields.String(validate=validate.Length(max=4096)), load_default=list, validate=validate.Length(max=64)
-    )
+    stdin = text(load_default="", validate=validate.Length(max=1024 * 1024))
+    args = fields.List(text(validate=validate.Length(max=4096)), load_default=list, validate=validate.Length(max=64))
     timeout_ms = fields.Integer(
         data_key="timeoutMs",
         strict=True,

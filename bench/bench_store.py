@@ -114,7 +114,10 @@ def main() -> None:
 
             result = asyncio.run(one())
             label = backend + ("+aof" if backend == "redis" and args.redis_aof else "")
-            print(f"{label:<12} {result['writes_per_s']:>10,.0f} {result['p50_ms']:>8.2f} {result['p99_ms']:>8.2f}", flush=True)
+            print(
+                f"{label:<12} {result['writes_per_s']:>10,.0f} {result['p50_ms']:>8.2f} {result['p99_ms']:>8.2f}",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

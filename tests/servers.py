@@ -164,9 +164,7 @@ def _postgres_bin() -> Path:
         return versions[-1].parent
     initdb = shutil.which("initdb")
     if initdb is None:
-        raise ServerUnavailable(
-            "PostgreSQL server binaries not found (apt-get install postgresql, or set PG_BIN)"
-        )
+        raise ServerUnavailable("PostgreSQL server binaries not found (apt-get install postgresql, or set PG_BIN)")
     return Path(initdb).parent
 
 
@@ -184,7 +182,9 @@ class PostgresServer:
             try:
                 account = pwd.getpwnam("postgres")
             except KeyError:
-                raise ServerUnavailable("running as root and there is no 'postgres' user to run PostgreSQL as") from None
+                raise ServerUnavailable(
+                    "running as root and there is no 'postgres' user to run PostgreSQL as"
+                ) from None
             os.chown(self.dir, account.pw_uid, account.pw_gid)
             self.user_kwargs = {"user": account.pw_uid, "group": account.pw_gid, "extra_groups": []}
         self.data = self.dir / "data"
@@ -198,7 +198,11 @@ class PostgresServer:
 
     def _run(self, *args: str) -> subprocess.CompletedProcess[bytes]:
         return subprocess.run(
-            args, capture_output=True, stdin=subprocess.DEVNULL, cwd=self.dir, **self.user_kwargs  # type: ignore[arg-type]
+            args,
+            capture_output=True,
+            stdin=subprocess.DEVNULL,
+            cwd=self.dir,
+            **self.user_kwargs,  # type: ignore[arg-type]
         )
 
     def start(self) -> None:

@@ -110,6 +110,7 @@ async def test_put_code_unknown_session(client):
         ({"code": ["a"]}, "code"),
         ({"code": "x", "language": "cobol"}, "language"),
         ({"code": "x", "extra": 1}, "extra"),
+        ({"code": "\ud800 lone surrogate"}, "code"),
         ([1, 2], "body"),
         ("just a string", "body"),
         (42, "body"),

@@ -9,4 +9,4 @@ from .executor import Executor
 from .limits import ExecutionLimits
 from .result import STATUSES, UNSANDBOXED_WARNING, RunResult
 
-__all__ = ["Executor", "ExecutionLimits", "RunResult", "STATUSES", "UNSANDBOXED_WARNING"]
+__all__ = ["STATUSES", "UNSANDBOXED_WARNING", "ExecutionLimits", "Executor", "RunResult"]

@@ -17,12 +17,16 @@ import os
 import re
 import shutil
 import tempfile
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from ..errors import ExecutionUnavailable, UnknownLanguage
 from ..languages import LANGUAGES, Language
 from .limits import ExecutionLimits
-from .process import Outcome, ProcessRun, make_pipe
+from .pipes import make_pipe
+from .prestart import PrestartPool
+from .outcome import Outcome
+from .process import ProcessRun
 from .result import UNSANDBOXED_WARNING, RunResult, judge
 from .sandbox import (
     Sandbox,
@@ -55,6 +59,7 @@ class Executor:
         *,
         languages: Mapping[str, Language] = LANGUAGES,
         uid_base: int = DEFAULT_UID_BASE,
+        prestart: bool = True,
     ) -> None:
         self.limits = limits or ExecutionLimits()
         self.allow_unsandboxed = allow_unsandboxed
@@ -69,6 +74,9 @@ class Executor:
         self._leases: UidLeases | None = None
         self._etc_dir: str | None = None
         self._pool: SlotPool | None = None
+        self._slots: list[Slot] = []
+        self._prestart_enabled = prestart
+        self._prestart: PrestartPool | None = None
         self._watchdog = MemoryWatchdog()
         self._tasks: set[asyncio.Task[None]] = set()
         self._runs: set[ProcessRun] = set()
@@ -98,6 +106,10 @@ class Executor:
             return
         self.available = True
         self.unavailable_reason = None
+        if self._sandbox is not None and self._prestart_enabled:
+            self._prestart = PrestartPool(self._sandbox, self._ceilings(), self._watchdog, _SPAWN_ENV)
+            for slot in self._slots:
+                self._prestart.start(slot)
         log.info(
             "code execution ready (%s, %d slots): %s",
             "UNSANDBOXED" if self.unsandboxed else "bubblewrap sandbox",
@@ -117,15 +129,16 @@ class Executor:
         self._sandbox = Sandbox(self._tools, self._etc_dir)
         # A server killed mid-run leaves nothing (die-with-parent), but a uid is ours now: make sure.
         await asyncio.gather(*(sweep_uid(uid) for uid in uids))
-        self._pool = SlotPool([Slot(i, uid) for i, uid in enumerate(uids)], self.limits.max_queue)
+        self._slots = [Slot(i, uid) for i, uid in enumerate(uids)]
+        self._pool = SlotPool(list(self._slots), self.limits.max_queue)
         outcome = await self._execute(_PROBE, "", "", (), self.limits, bounded=False)
         if outcome.spawn_error is not None or outcome.exit_code != 0:
             detail = (outcome.spawn_error or outcome.stderr.decode("utf-8", "replace")).strip().splitlines()
             raise SandboxUnavailable(
-                "code execution is disabled: bubblewrap cannot create the sandbox here "
-                f"({detail[0] if detail else f'exit {outcome.exit_code}'}); allow unprivileged user namespaces "
-                "(sysctl -w kernel.unprivileged_userns_clone=1, or on Ubuntu "
-                "kernel.apparmor_restrict_unprivileged_userns=0) or run outside a container that forbids them"
+                f"code execution is disabled: the sandbox does not start here "
+                f"({detail[0] if detail else f'exit {outcome.exit_code}'}); run the server as real root on a host "
+                "that allows unprivileged user namespaces (sysctl -w kernel.unprivileged_userns_clone=1; on Ubuntu "
+                "also kernel.apparmor_restrict_unprivileged_userns=0), not inside a user namespace"
             )
 
     def _start_unsandboxed(self, why: str) -> None:
@@ -164,10 +177,21 @@ class Executor:
         self.unavailable_reason = "the executor is shut down"
         for run in list(self._runs):
             run.kill("cancelled")
+        if self._prestart is not None:
+            await self._prestart.close(self._slots)
         while self._tasks:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
         await self._watchdog.close()
         self._release_host_resources()
+
+    def _ceilings(self) -> ExecutionLimits:
+        """The highest limits any available language may get: a pre-started sandbox's rlimits."""
+        ceilings = self.limits
+        for lang_id in self._versions:
+            ceilings = ceilings.with_floors(
+                {k: v for k, v in self._registry[lang_id].limit_overrides.items() if getattr(ceilings, k, 0) < v}
+            )
+        return ceilings
 
     def _release_host_resources(self) -> None:
         if self._leases is not None:
@@ -193,6 +217,12 @@ class Executor:
         if self._sandbox is None or self._pool is None:
             return ()
         return self._pool.uids
+
+    @property
+    def prestarted_pids(self) -> set[int]:
+        """Host pids (outer bwrap) of the sandboxes waiting for their run; they and their
+        descendants are the only processes of the slot uids between runs."""
+        return self._prestart.pids if self._prestart is not None else set()
 
     @property
     def running(self) -> int:
@@ -233,11 +263,21 @@ class Executor:
         warning = UNSANDBOXED_WARNING if self.unsandboxed else None
         if not code.strip():
             return RunResult("ok", exit_code=0, language=lang.id, version=version, warning=warning)
-        outcome = await self._execute(lang, code, stdin, tuple(str(a) for a in args), limits, bounded=True)
+        outcome = await self._execute(
+            lang, code, stdin, tuple(str(a) for a in args), limits, bounded=True, prestarted=True
+        )
         return judge(outcome, language=lang, version=version, limits=limits, wall_ms=limits.wall_ms, warning=warning)
 
     async def _execute(
-        self, lang: Language, code: str, stdin: str, args: tuple[str, ...], limits: ExecutionLimits, *, bounded: bool
+        self,
+        lang: Language,
+        code: str,
+        stdin: str,
+        args: tuple[str, ...],
+        limits: ExecutionLimits,
+        *,
+        bounded: bool,
+        prestarted: bool = False,
     ) -> Outcome:
         assert self._pool is not None
         slot = await self._pool.acquire(bounded=bounded)
@@ -245,7 +285,14 @@ class Executor:
         started = loop.time()
         fds: list[int] = []
         try:
-            run, workdir = self._prepare(slot, lang, code, stdin, args, limits, fds)
+            ready = self._prestart.take(slot, code) if self._prestart is not None and prestarted else None
+            if ready is not None:
+                ready.prepare(lang, limits, code, stdin, args)
+                run, workdir = ready.run, None
+            else:
+                if self._prestart is not None:
+                    await self._prestart.discard(slot)  # a dead or unsuitable one: the uid must be clean
+                run, workdir = self._prepare(slot, lang, code, stdin, args, limits, fds)
         except BaseException:
             for fd in fds:
                 os.close(fd)
@@ -279,13 +326,13 @@ class Executor:
             _write_all(stdin_fd, stdin.encode("utf-8"))
             os.lseek(stdin_fd, 0, os.SEEK_SET)
         compile_pipe = make_pipe() if lang.compile is not None else None
-        common: dict[str, Any] = dict(
-            stdin_fd=stdin_fd,
-            compile_pipe=compile_pipe,
-            output_cap=limits.output_bytes,
-            wall_ms=limits.wall_ms,
-            compile_wall_ms=limits.compile_wall_ms if lang.compile is not None else None,
-        )
+        common: dict[str, Any] = {
+            "stdin_fd": stdin_fd,
+            "compile_pipe": compile_pipe,
+            "output_cap": limits.output_bytes,
+            "wall_ms": limits.wall_ms,
+            "compile_wall_ms": limits.compile_wall_ms if lang.compile is not None else None,
+        }
         if self._sandbox is not None:
             info_pipe = make_pipe()  # both ends, like compile_pipe's, are the ProcessRun's to close
             source_fd = os.memfd_create("algoroom-source", os.MFD_CLOEXEC)
@@ -316,16 +363,17 @@ class Executor:
         common: dict[str, Any],
     ) -> tuple[ProcessRun, str]:
         """Development only: rlimits and a temp dir, no namespaces, no uid, no watchdog."""
-        tools = self._tools or SandboxTools("", shutil.which("prlimit") or "prlimit", "", shutil.which("bash") or "bash")
+        prlimit = self._tools.prlimit if self._tools else shutil.which("prlimit") or "prlimit"
+        bash = self._tools.bash if self._tools else shutil.which("bash") or "bash"
         workdir = tempfile.mkdtemp(prefix="algoroom-unsafe-")
         with open(os.path.join(workdir, lang.file_name), "w", encoding="utf-8") as f:
             f.write(code)
         compiled = lang.compile is not None
         memory_mb = max(limits.memory_mb, limits.compile_memory_mb) if compiled else limits.memory_mb
         cpu_ms = max(limits.cpu_ms, limits.compile_wall_ms) if compiled else limits.cpu_ms
-        argv = [tools.prlimit, *rlimit_args(limits, memory_mb=memory_mb, cpu_ms=cpu_ms), "--"]
+        argv = [prlimit, *rlimit_args(limits, memory_mb=memory_mb, cpu_ms=cpu_ms), "--"]
         if compile_pipe is not None:
-            argv += [tools.bash, "-c", compile_script(lang, limits, compile_pipe[1]), "main", *args]
+            argv += [bash, "-c", compile_script(lang, limits, compile_pipe[1]), "main", *args]
         else:
             argv += [*substitute(lang.run, limits), *args]
         env = sandbox_env(lang)
@@ -359,6 +407,8 @@ class Executor:
                 result.set_result(outcome)
             if self._sandbox is not None and not run.reaped_by_sandbox:
                 await sweep_uid(slot.uid)  # bwrap itself was killed: its pid 1 may still be dying
+            if self._prestart is not None and not self._closing:
+                self._prestart.start(slot)  # for the next run of this slot
         finally:
             if not result.done():
                 result.set_result(Outcome(spawn_error="the run was interrupted"))

@@ -4,10 +4,9 @@ Why it is built this way:
 
 - ``subprocess.Popen`` without ``preexec_fn`` spawns with vfork (about 1 ms whatever the
   server's size); ``close_fds`` keeps every server fd out of the sandbox.
-- We own the pipes: each is enlarged to 128 KiB (``F_SETPIPE_SZ``; a Node stderr flood
-  died with ``std::bad_alloc`` on 64 KiB pipes) and read with ``loop.add_reader`` until
-  EOF, always, even past the output cap: a writer on an undrained pipe blocks until the
-  wall limit. asyncio's own subprocess transport is not used, so CPython issue 119710
+- We own the pipes (pipes.py) and read them with ``loop.add_reader`` until EOF, always,
+  even past the output cap: a writer on an undrained pipe blocks until the wall limit.
+  asyncio's own subprocess transport is not used, so CPython issue 119710
   (``Process.wait()`` waits for pipe EOF on 3.11-3.13) does not apply.
 - Exit is observed through a pidfd and reaped with ``wait4``, whose rusage covers every
   process of the run that was reaped inside it (with ``--as-pid-1`` that is all of
@@ -19,105 +18,23 @@ Why it is built this way:
 from __future__ import annotations
 
 import asyncio
-import fcntl
 import json
 import logging
 import os
 import signal
 import subprocess
-from dataclasses import dataclass
-from typing import Sequence
+from collections.abc import Sequence
 
-from .watchdog import MemoryWatchdog
+from .outcome import Outcome
+from .pipes import READ_CHUNK, Stream, make_pipe, parse_compile_trailer
+from .watchdog import MemoryWatchdog, own_memory_high_water_kb, scan_pid_uid
 
 log = logging.getLogger("algoroom.execution")
 
-PIPE_SIZE = 128 * 1024
-READ_CHUNK = 65536
 #: After the process exited and was killed, how long its pipes may take to reach EOF.
 EOF_GRACE_S = 2.0
 #: After the program was SIGKILLed, how long bwrap may take to notice and exit.
 OUTER_KILL_GRACE_S = 1.0
-_F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
-
-
-@dataclass
-class Outcome:
-    """What happened to one spawned run, before it is judged (see result.py)."""
-
-    exit_code: int | None = None
-    #: A signal that ended the spawned process itself (we only do that when killing).
-    term_signal: int | None = None
-    stdout: bytes = b""
-    stderr: bytes = b""
-    compile_output: bytes | None = None
-    compile_status: int | None = None
-    truncated: bool = False
-    #: Why we killed it: timeout, compile_timeout, memory, output, cancelled.
-    killed_for: str | None = None
-    wall_ms: int = 0
-    compile_ms: int | None = None
-    cpu_ms: int = 0
-    memory_kb: int = 0
-    spawn_error: str | None = None
-
-
-class _Stream:
-    __slots__ = ("name", "fd", "chunks", "size", "tail", "eof")
-
-    def __init__(self, name: str, fd: int) -> None:
-        self.name = name
-        self.fd = fd
-        self.chunks: list[bytes] = []
-        self.size = 0
-        self.tail = b""
-        self.eof = False
-
-
-def make_pipe() -> tuple[int, int]:
-    """A pipe (read end non-blocking, both close-on-exec) enlarged to PIPE_SIZE."""
-    r, w = os.pipe2(os.O_CLOEXEC)
-    try:
-        fcntl.fcntl(w, _F_SETPIPE_SZ, PIPE_SIZE)
-    except OSError:  # over /proc/sys/fs/pipe-max-size: keep the default size
-        pass
-    os.set_blocking(r, False)
-    return r, w
-
-
-def _parse_times(line: bytes) -> int:
-    """bash ``times`` line ``0m0.151s 0m0.042s`` -> user + system ms."""
-    total = 0.0
-    for part in line.split():
-        text = part.decode("ascii", "replace").rstrip("s")
-        minutes, _, seconds = text.partition("m")
-        try:
-            total += int(minutes) * 60 + float(seconds)
-        except ValueError:
-            return 0
-    return round(total * 1000)
-
-
-def _real_uid(pid: int) -> int | None:
-    try:
-        with open(f"/proc/{pid}/status", "rb") as f:
-            for line in f:
-                if line.startswith(b"Uid:"):
-                    return int(line.split()[1])
-    except (OSError, ValueError, IndexError):
-        pass
-    return None
-
-
-def _own_memory_high_water_kb() -> int:
-    try:
-        with open("/proc/self/status", "rb") as f:
-            for line in f:
-                if line.startswith(b"VmHWM:"):
-                    return int(line.split()[1])
-    except (OSError, ValueError, IndexError):
-        pass
-    return 1 << 40  # unknown: trust no ru_maxrss
 
 
 class ProcessRun:
@@ -132,9 +49,12 @@ class ProcessRun:
         argv: Sequence[str],
         *,
         env: dict[str, str],
-        stdin_fd: int,
+        stdin_fd: int | None = None,
+        stdin_pipe: tuple[int, int] | None = None,
+        script_pipe: tuple[int, int] | None = None,
         pass_fds: tuple[int, ...] = (),
         compile_pipe: tuple[int, int] | None = None,
+        compiled: bool | None = None,
         info_pipe: tuple[int, int] | None = None,
         cwd: str = "/",
         output_cap: int,
@@ -151,7 +71,15 @@ class ProcessRun:
         self._stdin_fd = stdin_fd
         self._pass_fds = pass_fds
         self._compile_pipe = compile_pipe
+        self._compiled = compile_pipe is not None if compiled is None else compiled
         self._info_pipe = info_pipe
+        self._stdin_pipe = stdin_pipe
+        self._script_pipe = script_pipe
+        self._script = b""
+        self._stdin_data = b""
+        self._feeding: dict[int, memoryview] = {}
+        self._spawned = False
+        self._armed = False
         self._cwd = cwd
         self._cap = output_cap
         self._wall_s = wall_ms / 1000
@@ -164,9 +92,9 @@ class ProcessRun:
 
         self.outcome = Outcome()
         self._captured = 0
-        self._streams: list[_Stream] = []
-        self._compile_stream: _Stream | None = None
-        self._info_stream: _Stream | None = None
+        self._streams: list[Stream] = []
+        self._compile_stream: Stream | None = None
+        self._info_stream: Stream | None = None
         #: pidfd of the program itself (pid 1 of the run's namespace), from bwrap's --info-fd.
         self._inner_pidfd: int | None = None
         self._proc: subprocess.Popen[bytes] | None = None
@@ -188,27 +116,47 @@ class ProcessRun:
 
     # -- public ---------------------------------------------------------------------
 
-    async def execute(self) -> Outcome:
+    def spawn(self) -> bool:
+        """Start the process (synchronous: vfork + exec, about a millisecond); False if it failed.
+
+        A pre-started sandbox is spawned ahead of its run and waits, blocked on its script
+        pipe, until ``execute()`` feeds it.
+        """
         loop = self._loop = asyncio.get_running_loop()
         self._done = loop.create_future()
+        self._spawned = True
         to_close: list[int] = []
         try:
             out_r, out_w = make_pipe()
             to_close.append(out_w)
-            self._streams.append(_Stream("stdout", out_r))
+            self._streams.append(Stream("stdout", out_r))
             err_r, err_w = make_pipe()
             to_close.append(err_w)
-            self._streams.append(_Stream("stderr", err_r))
+            self._streams.append(Stream("stderr", err_r))
+            for pipe in (self._compile_pipe, self._info_pipe, self._script_pipe, self._stdin_pipe):
+                if pipe is not None:  # the child's end is closed here once it has it
+                    to_close.append(pipe[1] if pipe in (self._compile_pipe, self._info_pipe) else pipe[0])
+            if self._uid is not None:
+                # The run's own uid owns the pipes it is given, as on any normal system: a
+                # root-owned 0600 pipe cannot be reopened through /dev/stdout, /dev/fd/N...
+                try:
+                    for fd in (out_w, err_w) + tuple(
+                        p[0] for p in (self._compile_pipe, self._script_pipe, self._stdin_pipe) if p is not None
+                    ):
+                        os.fchown(fd, self._uid, self._uid)
+                except OSError as exc:
+                    self.outcome.spawn_error = f"cannot give the run's pipes to uid {self._uid}: {exc}"
+                    self._exited = True
+                    return False
             if self._compile_pipe is not None:
-                self._compile_stream = _Stream("compile", self._compile_pipe[0])
-                to_close.append(self._compile_pipe[1])
+                self._compile_stream = Stream("compile", self._compile_pipe[0])
             if self._info_pipe is not None:
-                self._info_stream = _Stream("info", self._info_pipe[0])
-                to_close.append(self._info_pipe[1])
+                self._info_stream = Stream("info", self._info_pipe[0])
+            stdin = self._stdin_pipe[0] if self._stdin_pipe is not None else self._stdin_fd
             try:
-                self._proc = subprocess.Popen(
+                self._proc = subprocess.Popen(  # noqa: ASYNC220 -- vfork + exec: returns in about a ms
                     self._argv,
-                    stdin=self._stdin_fd,
+                    stdin=stdin,
                     stdout=out_w,
                     stderr=err_w,
                     pass_fds=self._pass_fds,
@@ -219,30 +167,105 @@ class ProcessRun:
                 )
             except OSError as exc:
                 self.outcome.spawn_error = f"could not start {self._argv[0]}: {exc}"
-                return self.outcome
-            finally:
-                for fd in to_close:
-                    os.close(fd)
-                to_close.clear()
-            self._t_start = self._t_run = loop.time()
-            self._server_hwm_kb = _own_memory_high_water_kb()
-            self._pidfd = os.pidfd_open(self._proc.pid)
-            loop.add_reader(self._pidfd, self._on_exit_readable)
-            for stream in self._all_streams():
-                loop.add_reader(stream.fd, self._on_readable, stream)
-            if self._info_stream is not None:
-                loop.add_reader(self._info_stream.fd, self._on_info_readable)
-            first_stage = self._compile_wall_s if self._compile_stream is not None else self._wall_s
-            self._timer = loop.call_at(self._t_start + first_stage, self._on_deadline)
-            if self._watchdog is not None and self._uid is not None:
-                limit = self._compile_memory_kb if self._compile_stream is not None else self._memory_kb
-                self._watch = self._watchdog.watch(self._uid, limit, lambda used: self.kill("memory"))
-            await self._done
-            return self._finish()
+                self._exited = True
+                return False
         finally:
             for fd in to_close:
                 os.close(fd)
+        self._server_hwm_kb = own_memory_high_water_kb()
+        self._pidfd = os.pidfd_open(self._proc.pid)
+        loop.add_reader(self._pidfd, self._on_exit_readable)
+        for stream in self._all_streams():
+            loop.add_reader(stream.fd, self._on_readable, stream)
+        if self._info_stream is not None:
+            loop.add_reader(self._info_stream.fd, self._on_info_readable)
+        return True
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None and not self._exited else None
+
+    @property
+    def waiting(self) -> bool:
+        """Spawned, not started, and still alive: usable as a pre-started sandbox."""
+        return self._spawned and not self._armed and not self._exited
+
+    def configure(
+        self,
+        *,
+        compiled: bool,
+        output_cap: int,
+        wall_ms: int,
+        compile_wall_ms: int | None,
+        memory_kb: int,
+        compile_memory_kb: int,
+        script: bytes = b"",
+        stdin: bytes = b"",
+    ) -> None:
+        """Set the limits of the run a pre-started sandbox is about to get, and its input."""
+        self._compiled = compiled
+        self._cap = output_cap
+        self._wall_s = wall_ms / 1000
+        self._compile_wall_s = None if compile_wall_ms is None else compile_wall_ms / 1000
+        self._memory_kb = memory_kb
+        self._compile_memory_kb = compile_memory_kb
+        self._script = script
+        self._stdin_data = stdin
+
+    async def execute(self) -> Outcome:
+        try:
+            if not self._spawned and not self.spawn():
+                return self.outcome
+            if not self._exited and self.outcome.killed_for is None:
+                self._arm()
+            assert self._done is not None
+            await self._done
+            return self._finish()
+        finally:
             self._cleanup()
+
+    def _arm(self) -> None:
+        """The run starts now: its clock, deadline, memory watch, and its input."""
+        loop = self._loop
+        assert loop is not None
+        self._armed = True
+        self._t_start = self._t_run = loop.time()
+        first_stage = self._compile_wall_s if self._compiled else self._wall_s
+        self._timer = loop.call_at(self._t_start + first_stage, self._on_deadline)
+        if self._watchdog is not None and self._uid is not None:
+            limit = self._compile_memory_kb if self._compiled else self._memory_kb
+            self._watch = self._watchdog.watch(self._uid, limit, lambda used: self.kill("memory"))
+        for pipe, data in ((self._script_pipe, self._script), (self._stdin_pipe, self._stdin_data)):
+            if pipe is not None:
+                self._feed(pipe[1], data)
+
+    def _feed(self, fd: int, data: bytes) -> None:
+        """Write ``data`` to a pipe and close it, without blocking the loop on a slow reader."""
+        assert self._loop is not None
+        os.set_blocking(fd, False)
+        view = memoryview(data)
+        self._feeding[fd] = view
+
+        def write() -> None:
+            nonlocal view
+            try:
+                while view:
+                    view = view[os.write(fd, view):]
+            except BlockingIOError:
+                self._feeding[fd] = view
+                if not registered[0]:
+                    self._loop.add_writer(fd, write)
+                    registered[0] = True
+                return
+            except OSError:  # the reader is gone (EPIPE): the program did not want it all
+                pass
+            if registered[0]:
+                self._loop.remove_writer(fd)
+            del self._feeding[fd]
+            os.close(fd)
+
+        registered = [False]
+        write()
 
     @property
     def reaped_by_sandbox(self) -> bool:
@@ -285,10 +308,10 @@ class ProcessRun:
 
     # -- event callbacks -------------------------------------------------------------
 
-    def _all_streams(self) -> list[_Stream]:
+    def _all_streams(self) -> list[Stream]:
         return self._streams + ([self._compile_stream] if self._compile_stream is not None else [])
 
-    def _on_readable(self, stream: _Stream) -> None:
+    def _on_readable(self, stream: Stream) -> None:
         for _ in range(16):  # bounded, so one flooding run cannot starve the event loop
             try:
                 chunk = os.read(stream.fd, READ_CHUNK)
@@ -333,13 +356,13 @@ class ProcessRun:
             self._inner_pidfd = os.pidfd_open(pid)
         except OSError:  # already gone
             return
-        if self._uid is not None and _real_uid(pid) != self._uid:  # gone and the pid reused meanwhile
+        if self._uid is not None and scan_pid_uid(pid)[:1] != (self._uid,):  # gone and the pid reused meanwhile
             os.close(self._inner_pidfd)
             self._inner_pidfd = None
         elif self.outcome.killed_for is not None:  # a kill came before we knew the pid
             self.kill(self.outcome.killed_for)
 
-    def _take_output(self, stream: _Stream, chunk: bytes) -> None:
+    def _take_output(self, stream: Stream, chunk: bytes) -> None:
         room = self._cap - self._captured
         if room > 0:
             kept = chunk[:room]
@@ -349,37 +372,25 @@ class ProcessRun:
             self.outcome.truncated = True
             self.kill("output")
 
-    def _take_compile(self, stream: _Stream, chunk: bytes) -> None:
-        stream.tail = (stream.tail + chunk)[-1024:]
-        room = self._cap - stream.size
-        if room > 0:
-            stream.chunks.append(chunk[:room])
-        stream.size += len(chunk)
+    def _take_compile(self, stream: Stream, chunk: bytes) -> None:
+        stream.keep_with_tail(chunk, self._cap)
 
-    def _on_eof(self, stream: _Stream) -> None:
+    def _on_eof(self, stream: Stream) -> None:
         assert self._loop is not None
         self._loop.remove_reader(stream.fd)
         os.close(stream.fd)
         stream.eof = True
-        if stream is self._compile_stream:
+        if stream is self._compile_stream and self._compiled:
             self._compile_finished(stream)
         self._check_done()
 
-    def _compile_finished(self, stream: _Stream) -> None:
+    def _compile_finished(self, stream: Stream) -> None:
         """The compile stage ended: parse its trailer and arm the run stage's limits."""
         assert self._loop is not None
         now = self._loop.time()
-        parts = stream.tail.rsplit(b"\n", 4)
-        status: int | None = None
-        if len(parts) == 5 and parts[4] == b"" and parts[3].isdigit():
-            status = int(parts[3])
-            self._compile_cpu_ms = _parse_times(parts[2])
-            output = b"".join(stream.chunks)
-            if stream.size <= self._cap:
-                output = output.rsplit(b"\n", 4)[0]
-            self.outcome.compile_output = output
-        else:
-            self.outcome.compile_output = b"".join(stream.chunks)
+        status, cpu_ms, output = parse_compile_trailer(stream, self._cap)
+        self._compile_cpu_ms = cpu_ms
+        self.outcome.compile_output = output
         self.outcome.compile_status = status
         self.outcome.compile_ms = round((now - self._t_start) * 1000)
         if status != 0 or self._exited:
@@ -394,7 +405,7 @@ class ProcessRun:
 
     def _on_deadline(self) -> None:
         self._timer = None
-        in_compile = self._compile_stream is not None and not self._compile_stream.eof
+        in_compile = self._compiled and self._compile_stream is not None and not self._compile_stream.eof
         self.kill("compile_timeout" if in_compile else "timeout")
 
     def _on_exit_readable(self) -> None:
@@ -453,7 +464,7 @@ class ProcessRun:
         o.stdout = b"".join(self._streams[0].chunks)
         o.stderr = b"".join(self._streams[1].chunks)
         o.wall_ms = max(0, round((self._t_exit - self._t_run) * 1000))
-        compiled = self._compile_stream is not None
+        compiled = self._compiled
         o.cpu_ms = max(0, self._rusage_cpu_ms - self._compile_cpu_ms)
         peak = self._watch.peak_kb if self._watch is not None else 0
         # ru_maxrss is the largest single process of the run, but the vfork'ed spawn starts
@@ -472,6 +483,15 @@ class ProcessRun:
         if self._inner_pidfd is not None:
             os.close(self._inner_pidfd)
             self._inner_pidfd = None
+        for fd in list(self._feeding):
+            if loop is not None:
+                loop.remove_writer(fd)
+            os.close(fd)
+        self._feeding.clear()
+        if not self._armed:  # never fed: our ends of the input pipes are still open
+            for pipe in (self._script_pipe, self._stdin_pipe):
+                if pipe is not None:
+                    os.close(pipe[1])
         if self._info_stream is not None and not self._info_stream.eof:
             if loop is not None:
                 loop.remove_reader(self._info_stream.fd)

@@ -19,7 +19,7 @@ from typing import Any
 
 from ..languages import Language
 from .limits import ExecutionLimits
-from .process import Outcome
+from .outcome import Outcome
 
 STATUSES = (
     "ok", "runtime_error", "compile_error", "timeout", "memory_limit", "output_limit", "killed", "internal_error",
@@ -103,18 +103,18 @@ def judge(
     """Turn what happened to a run into its RunResult."""
     stdout, stderr = _text(outcome.stdout), _text(outcome.stderr)
     compile_output = None if outcome.compile_output is None else _text(outcome.compile_output)
-    common: dict[str, Any] = dict(
-        stdout=stdout,
-        stderr=stderr,
-        compile_output=compile_output,
-        execution_time_ms=outcome.wall_ms,
-        cpu_time_ms=outcome.cpu_ms,
-        memory_kb=outcome.memory_kb,
-        truncated=outcome.truncated,
-        language=language.id,
-        version=version,
-        warning=warning,
-    )
+    common: dict[str, Any] = {
+        "stdout": stdout,
+        "stderr": stderr,
+        "compile_output": compile_output,
+        "execution_time_ms": outcome.wall_ms,
+        "cpu_time_ms": outcome.cpu_ms,
+        "memory_kb": outcome.memory_kb,
+        "truncated": outcome.truncated,
+        "language": language.id,
+        "version": version,
+        "warning": warning,
+    }
     if outcome.spawn_error is not None:
         return RunResult("internal_error", error=outcome.spawn_error, **common)
 

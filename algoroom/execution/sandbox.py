@@ -208,26 +208,73 @@ def substitute(argv: tuple[str, ...], limits: ExecutionLimits) -> list[str]:
     return [part.replace("{heap_mb}", str(limits.heap_mb)) for part in argv]
 
 
-def compile_script(language: Language, limits: ExecutionLimits, compile_fd: int) -> str:
-    """bash script: compile with output to ``compile_fd``, report, then exec the program.
+def stage_script(language: Language, limits: ExecutionLimits, compile_fd: int, *, ceilings: bool) -> str:
+    """bash: compile (if the language does) with output to ``compile_fd``, then exec the program.
 
     The trailer after the compiler's output is ``\\n``, bash's ``times`` (the second
-    line is the compiler's CPU time) and the exit status, each on its own line.
+    line is the compiler's CPU time) and the exit status, each on its own line. With
+    ``ceilings`` the sandbox was started with limits high enough for any language
+    (pre-started), and each stage first lowers them to its own.
     """
-    assert language.compile is not None
     cpu_s = max(1, math.ceil(limits.cpu_ms / 1000))
-    compile_cmd = shlex.join(substitute(language.compile, limits))
+    # -u: counted in the run's own user namespace, so without the outer bwrap (prlimit's +1).
+    run_limits = f"-d {limits.memory_mb * 1024} -t {cpu_s}" + (f" -u {limits.processes}" if ceilings else "")
     run_cmd = shlex.join(substitute(language.run, limits))
     fd = compile_fd
+    if language.compile is None:
+        return f"exec {fd}>&-\nulimit {run_limits} || exit 125\nexec {run_cmd} \"$@\"\n"
+    compile_cmd = shlex.join(substitute(language.compile, limits))
+    compile_limits = ""
+    if ceilings:
+        compile_cpu_s = max(1, math.ceil(max(limits.cpu_ms, limits.compile_wall_ms) / 1000))
+        compile_mb = max(limits.memory_mb, limits.compile_memory_mb)
+        compile_limits = f"ulimit -d {compile_mb * 1024} -t {compile_cpu_s} -u {limits.processes} || exit 125\n"
     return (
-        f"{compile_cmd} >&{fd} 2>&1 </dev/null\n"
+        compile_limits
+        + f"{compile_cmd} >&{fd} 2>&1 </dev/null\n"
         "s=$?\n"
         f"{{ printf '\\n'; times; printf '%s\\n' \"$s\"; }} >&{fd}\n"
         f"exec {fd}>&-\n"
         '[ "$s" = 0 ] || exit 0\n'
-        f"ulimit -d {limits.memory_mb * 1024} && ulimit -t {cpu_s} || exit 125\n"
+        f"ulimit {run_limits} || exit 125\n"
         f'exec {run_cmd} "$@"\n'
     )
+
+
+def compile_script(language: Language, limits: ExecutionLimits, compile_fd: int) -> str:
+    return stage_script(language, limits, compile_fd, ceilings=False)
+
+
+_BASH_ESCAPES = {i: f"\\x{i:02x}" for i in range(256) if not 0x20 <= i < 0x7F}
+_BASH_ESCAPES.update({ord("'"): "\\'", ord("\\"): "\\\\"})
+
+
+def bash_quote(text: str) -> str:
+    """``$'...'`` of any text without NUL, byte for byte (bash strings cannot hold NUL)."""
+    if "\0" in text:
+        raise ValueError("NUL in text")
+    return "$'" + text.encode("utf-8", "surrogateescape").decode("latin-1").translate(_BASH_ESCAPES) + "'"
+
+
+def launcher_script(
+    language: Language,
+    limits: ExecutionLimits,
+    *,
+    code: str,
+    args: tuple[str, ...],
+    compile_fd: int,
+    script_fd: int,
+) -> bytes:
+    """What a pre-started sandbox's bash reads (whole, then runs): write the source, exec the run.
+
+    The source goes in through a bash builtin (no exec), quoted byte for byte: the server
+    still never writes into a box itself.
+    """
+    lines = [f"exec {script_fd}<&-"]
+    lines += [f"export {key}={bash_quote(value)}" for key, value in language.env.items()]
+    lines.append(f"printf '%s' {bash_quote(code)} > {shlex.quote(language.file_name)} || exit 125")
+    lines.append("set -- " + " ".join(bash_quote(arg) for arg in args))
+    return ("\n".join(lines) + "\n" + stage_script(language, limits, compile_fd, ceilings=True)).encode("ascii")
 
 
 class Sandbox:
@@ -238,20 +285,10 @@ class Sandbox:
         self.etc_dir = etc_dir
         self._system = _system_mounts(etc_dir)
 
-    def command(
-        self,
-        *,
-        uid: int,
-        language: Language,
-        limits: ExecutionLimits,
-        source_fd: int,
-        compile_fd: int | None,
-        info_fd: int,
-        args: tuple[str, ...] = (),
+    def _prefix(
+        self, *, uid: int, limits: ExecutionLimits, memory_mb: int, cpu_ms: int, info_fd: int, files: list[str],
+        env: dict[str, str],
     ) -> list[str]:
-        compiled = language.compile is not None
-        memory_mb = max(limits.memory_mb, limits.compile_memory_mb) if compiled else limits.memory_mb
-        cpu_ms = max(limits.cpu_ms, limits.compile_wall_ms) if compiled else limits.cpu_ms
         tmpfs_bytes = str(limits.workdir_mb * 1024 * 1024)
         argv = [self.tools.prlimit, *rlimit_args(limits, memory_mb=memory_mb, cpu_ms=cpu_ms), "--"]
         argv += [
@@ -270,24 +307,55 @@ class Sandbox:
             "--size", tmpfs_bytes, "--tmpfs", "/dev/shm",
             "--size", tmpfs_bytes, "--tmpfs", "/tmp",
             "--size", tmpfs_bytes, "--perms", "0755", "--tmpfs", BOX,
-            "--perms", "0644", "--file", str(source_fd), f"{BOX}/{language.file_name}",
+            *files,
             "--remount-ro", "/dev",
             "--remount-ro", "/",
             "--chdir", BOX,
             "--clearenv",
         ]
-        for key, value in sandbox_env(language).items():
+        for key, value in env.items():
             argv += ["--setenv", key, value]
         argv.append("--")
-        if compiled:
-            assert compile_fd is not None
-            argv += [self.tools.bash, "-c", compile_script(language, limits, compile_fd), "main", *args]
-        else:
-            argv += [*substitute(language.run, limits), *args]
         return argv
 
+    def command(
+        self,
+        *,
+        uid: int,
+        language: Language,
+        limits: ExecutionLimits,
+        source_fd: int,
+        compile_fd: int | None,
+        info_fd: int,
+        args: tuple[str, ...] = (),
+    ) -> list[str]:
+        """A run started on demand: the source comes in with ``--file``, the limits are its own."""
+        compiled = language.compile is not None
+        argv = self._prefix(
+            uid=uid, limits=limits, info_fd=info_fd, env=sandbox_env(language),
+            memory_mb=max(limits.memory_mb, limits.compile_memory_mb) if compiled else limits.memory_mb,
+            cpu_ms=max(limits.cpu_ms, limits.compile_wall_ms) if compiled else limits.cpu_ms,
+            files=["--perms", "0644", "--file", str(source_fd), f"{BOX}/{language.file_name}"],
+        )
+        if compiled:
+            assert compile_fd is not None
+            return argv + [self.tools.bash, "-c", compile_script(language, limits, compile_fd), "main", *args]
+        return argv + [*substitute(language.run, limits), *args]
 
-def sandbox_env(language: Language) -> dict[str, str]:
+    def prestart_command(self, *, uid: int, ceilings: ExecutionLimits, info_fd: int, script_fd: int) -> list[str]:
+        """A sandbox started ahead of its run, every namespace and mount in place, its bash
+        blocked reading ``script_fd`` (``launcher_script``). Its rlimits are ``ceilings``,
+        the highest any language may get; the script lowers them to the run's own."""
+        argv = self._prefix(
+            uid=uid, limits=ceilings, info_fd=info_fd, env=sandbox_env(None), files=[],
+            memory_mb=max(ceilings.memory_mb, ceilings.compile_memory_mb),
+            cpu_ms=max(ceilings.cpu_ms, ceilings.compile_wall_ms),
+        )
+        return argv + [self.tools.bash, "-c", f". /dev/fd/{script_fd}", "main"]
+
+
+def sandbox_env(language: Language | None) -> dict[str, str]:
     env = {"PATH": SANDBOX_PATH, "HOME": BOX, "TMPDIR": "/tmp", "LANG": "C.UTF-8", "USER": "box"}
-    env.update(language.env)
+    if language is not None:
+        env.update(language.env)
     return env

@@ -14,8 +14,8 @@ import asyncio
 import logging
 import os
 import signal
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Callable, Iterable
 
 log = logging.getLogger("algoroom.execution")
 
@@ -97,6 +97,16 @@ def scan_pid_uid(pid: int) -> tuple[int, ...]:
     except OSError:
         return ()
     return tuple(int(v) for v in value.split()) if value else ()
+
+
+def own_memory_high_water_kb() -> int:
+    """The server's own peak RSS (VmHWM), or a huge number if it cannot be read."""
+    try:
+        with open("/proc/self/status", "rb") as f:
+            value = _field(f.read(), b"VmHWM:")
+        return int(value.split()[0]) if value else 1 << 40
+    except (OSError, ValueError, IndexError):
+        return 1 << 40
 
 
 async def sweep_uid(uid: int, *, timeout_s: float = 5.0) -> bool:

@@ -118,9 +118,7 @@ class SessionStore(abc.ABC):
         """The stored Yjs document state (a full, compacted update), or ``None``."""
 
     @abc.abstractmethod
-    async def save_document(
-        self, session_id: str, state: bytes, code: str, *, now: datetime | None = None
-    ) -> Session:
+    async def save_document(self, session_id: str, state: bytes, code: str, *, now: datetime | None = None) -> Session:
         """Store the merged Yjs state and its text as the session's code, atomically.
 
         The revision goes up by one (and ``updated_at`` becomes ``now``) only if the code

@@ -95,9 +95,7 @@ class MemoryStore(SessionStore):
         entry = self._entries.get(session_id)
         return entry.document if entry else None
 
-    async def save_document(
-        self, session_id: str, state: bytes, code: str, *, now: datetime | None = None
-    ) -> Session:
+    async def save_document(self, session_id: str, state: bytes, code: str, *, now: datetime | None = None) -> Session:
         check_text(code, "code")
         now = utcnow() if now is None else as_utc(now)
         entry = self._entries.get(session_id)

@@ -15,9 +15,11 @@ Other unknown query options are passed to the server as settings (asyncpg's rule
 
 from __future__ import annotations
 
-from collections.abc import Collection
+import asyncio
+import functools
+from collections.abc import Awaitable, Callable, Collection
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import asyncpg
@@ -63,6 +65,31 @@ SELECT language, created_at, updated_at, revision FROM updated
 """
 
 
+_T = TypeVar("_T")
+
+
+def _tracked(method: Callable[..., Awaitable[_T]]) -> Callable[..., Awaitable[_T]]:
+    """Count calls in progress so that ``close()`` can let them finish.
+
+    asyncpg's ``Pool.close()`` can break a query that is still running (its commit may land
+    while the caller sees an error); a graceful shutdown should not do that.
+    """
+
+    @functools.wraps(method)
+    async def tracked(self: PostgresStore, *args: Any, **kwargs: Any) -> _T:
+        if self._pool is None or self._closing:
+            raise RuntimeError(f"{self!r} is not open")
+        self._busy += 1
+        try:
+            return await method(self, *args, **kwargs)
+        finally:
+            self._busy -= 1
+            if not self._busy:
+                self._idle.set()
+
+    return tracked
+
+
 def _split_options(url: str) -> tuple[str, dict[str, int]]:
     """The DSN for asyncpg, and this module's own options taken out of its query."""
     parts = urlsplit(url)
@@ -85,6 +112,9 @@ class PostgresStore(SessionStore):
         self.url = redact_url(url)
         self._dsn, self._options = _split_options(url)
         self._pool: asyncpg.Pool | None = None
+        self._closing = False
+        self._busy = 0
+        self._idle = asyncio.Event()
 
     async def open(self) -> None:
         if self._pool is not None:
@@ -103,10 +133,20 @@ class PostgresStore(SessionStore):
             raise
         self._pool = pool
 
-    async def close(self) -> None:
-        pool, self._pool = self._pool, None
-        if pool is not None:
-            await pool.close()
+    async def close(self, drain_timeout: float = 10.0) -> None:
+        if self._pool is None or self._closing:
+            return
+        self._closing = True
+        try:
+            if self._busy:
+                self._idle.clear()
+                try:
+                    await asyncio.wait_for(self._idle.wait(), drain_timeout)
+                except asyncio.TimeoutError:
+                    pass  # close anyway; the stragglers get connection errors
+            await self._pool.close()
+        finally:
+            self._pool, self._closing = None, False
 
     @property
     def pool(self) -> asyncpg.Pool:
@@ -114,9 +154,11 @@ class PostgresStore(SessionStore):
             raise RuntimeError(f"{self!r} is not open")
         return self._pool
 
+    @_tracked
     async def ping(self) -> None:
         await self.pool.fetchval("SELECT 1")
 
+    @_tracked
     async def create(self, session: Session) -> None:
         check_new_session(session)
         try:
@@ -133,6 +175,7 @@ class PostgresStore(SessionStore):
         except asyncpg.UniqueViolationError:
             raise SessionAlreadyExists(session.id) from None
 
+    @_tracked
     async def get(self, session_id: str) -> Session | None:
         if not storable_id(session_id):
             return None
@@ -142,6 +185,7 @@ class PostgresStore(SessionStore):
         code, language, created_at, updated_at, revision = row
         return Session(session_id, code.decode(), language, created_at, updated_at, revision)
 
+    @_tracked
     async def update_code(
         self,
         session_id: str,
@@ -159,9 +203,7 @@ class PostgresStore(SessionStore):
         now = utcnow() if now is None else as_utc(now)
         encoded = code.encode()
         while True:
-            row = await self.pool.fetchrow(
-                _UPDATE_CODE, session_id, encoded, language or None, now, expected_revision
-            )
+            row = await self.pool.fetchrow(_UPDATE_CODE, session_id, encoded, language or None, now, expected_revision)
             if row is not None:
                 revision, language, created_at = row
                 return Session(session_id, code, language, created_at, now, revision)
@@ -173,12 +215,14 @@ class PostgresStore(SessionStore):
             # The session appeared, or reached the expected revision, between the two
             # statements: try again.
 
+    @_tracked
     async def delete(self, session_id: str) -> bool:
         if not storable_id(session_id):
             return False
         status = await self.pool.execute("DELETE FROM sessions WHERE id = $1", session_id)
         return status != "DELETE 0"
 
+    @_tracked
     async def touch(self, session_id: str, now: datetime) -> None:
         now = as_utc(now)
         if storable_id(session_id):
@@ -186,6 +230,7 @@ class PostgresStore(SessionStore):
                 "UPDATE sessions SET active_at = $2 WHERE id = $1 AND active_at < $2", session_id, now
             )
 
+    @_tracked
     async def delete_idle(self, idle_before: datetime, keep: Collection[str] = ()) -> list[str]:
         rows = await self.pool.fetch(
             "DELETE FROM sessions WHERE active_at < $1 AND id <> ALL($2::text[]) RETURNING id",
@@ -194,14 +239,14 @@ class PostgresStore(SessionStore):
         )
         return [row[0] for row in rows]
 
+    @_tracked
     async def load_document(self, session_id: str) -> bytes | None:
         if not storable_id(session_id):
             return None
         return await self.pool.fetchval("SELECT state FROM documents WHERE session_id = $1", session_id)
 
-    async def save_document(
-        self, session_id: str, state: bytes, code: str, *, now: datetime | None = None
-    ) -> Session:
+    @_tracked
+    async def save_document(self, session_id: str, state: bytes, code: str, *, now: datetime | None = None) -> Session:
         if not storable_id(session_id):
             raise SessionNotFound(session_id)
         check_text(code, "code")

@@ -7,7 +7,7 @@ retries under contention.
 
 Why an automatic pipeline: redis-py spends far more CPU per command (pool checkout, timeout
 wrappers, parsing) than Redis does running the script. Single-key commands go through
-:class:`_AutoPipeline`, which sends everything that queued up while the previous batch was
+:class:`AutoPipeline`, which sends everything that queued up while the previous batch was
 in flight as one pipeline (the Redis counterpart of SQLite's group commit): 2-4x the
 throughput under concurrency, one round trip per batch. Each script stays atomic on its
 own; a pipeline is not a transaction and needs none.
@@ -47,10 +47,11 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.exceptions import NoScriptError, RedisError, ResponseError
+from redis.exceptions import RedisError, ResponseError
 
 from algoroom.errors import RevisionConflict, SessionNotFound
 from algoroom.sessions import Session, utcnow
+from algoroom.store.autopipeline import AutoPipeline
 from algoroom.store.base import (
     SessionAlreadyExists,
     SessionStore,
@@ -155,78 +156,6 @@ def _sha(script: str) -> str:
 _SHAS = {source: _sha(source) for source in _SCRIPTS}
 
 
-class _AutoPipeline:
-    """Batches concurrent commands into pipelines; one batch in flight at a time."""
-
-    def __init__(self, client: aioredis.Redis, scripts: dict[str, str]) -> None:
-        self._client = client
-        self._scripts = scripts  # sha -> source, reloaded after a Redis restart
-        self._pending: list[tuple[tuple[object, ...], asyncio.Future[object]]] = []
-        self._wake = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
-
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="algoroom redis pipeline")
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-            self._task = None
-        for _, future in self._pending:
-            if not future.done():
-                future.set_exception(RedisError("store closed"))
-        self._pending.clear()
-
-    def call(self, *command: object) -> asyncio.Future[object]:
-        if self._task is None:
-            raise RuntimeError("Redis store is not open")
-        future = asyncio.get_running_loop().create_future()
-        self._pending.append((command, future))
-        self._wake.set()
-        return future
-
-    async def _run(self) -> None:
-        while True:
-            await self._wake.wait()
-            self._wake.clear()
-            batch, self._pending = self._pending, []
-            if batch:
-                await self._send(batch, reload_scripts=True)
-
-    async def _send(self, batch: list[tuple[tuple[object, ...], asyncio.Future[object]]], reload_scripts: bool) -> None:
-        try:
-            pipe = self._client.pipeline(transaction=False)
-            for command, _ in batch:
-                pipe.execute_command(*command)
-            replies = await pipe.execute(raise_on_error=False)
-        except Exception as exc:  # connection lost: every caller learns it
-            for _, future in batch:
-                if not future.done():
-                    future.set_exception(exc)
-            return
-        retry = []
-        for (command, future), reply in zip(batch, replies):
-            if isinstance(reply, NoScriptError) and reload_scripts:
-                retry.append((command, future))  # the script never ran: safe to resend
-            elif future.done():
-                pass
-            elif isinstance(reply, Exception):
-                future.set_exception(reply)
-            else:
-                future.set_result(reply)
-        if retry:
-            try:
-                for source in self._scripts.values():
-                    await self._client.script_load(source)
-            except Exception as exc:
-                for _, future in retry:
-                    if not future.done():
-                        future.set_exception(exc)
-                return
-            await self._send(retry, reload_scripts=False)
-
-
 def _split_options(url: str) -> tuple[str, str]:
     parts = urlsplit(url)
     query = parse_qsl(parts.query, keep_blank_values=True)
@@ -245,7 +174,7 @@ class RedisStore(SessionStore):
         self.url = redact_url(url)
         self._client_url, self.prefix = _split_options(url)
         self._client: aioredis.Redis | None = None
-        self._pipeline: _AutoPipeline
+        self._pipeline: AutoPipeline
         self._active_key = f"{self.prefix}active".encode()
 
     def _session_key(self, session_id: str) -> bytes:
@@ -273,7 +202,7 @@ class RedisStore(SessionStore):
             await client.aclose()
             raise
         self._client = client
-        self._pipeline = _AutoPipeline(client, {_sha(source): source for source in _SCRIPTS})
+        self._pipeline = AutoPipeline(client, {_sha(source): source for source in _SCRIPTS})
         self._pipeline.start()
 
     def _script(self, source: str, keys: list[bytes], args: list[object]) -> asyncio.Future[object]:
@@ -417,9 +346,7 @@ class RedisStore(SessionStore):
             return None
         return await self._pipeline.call("GET", self._document_key(session_id))
 
-    async def save_document(
-        self, session_id: str, state: bytes, code: str, *, now: datetime | None = None
-    ) -> Session:
+    async def save_document(self, session_id: str, state: bytes, code: str, *, now: datetime | None = None) -> Session:
         if not storable_id(session_id):
             raise SessionNotFound(session_id)
         check_text(code, "code")

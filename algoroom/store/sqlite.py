@@ -9,10 +9,10 @@ Why group commit: a commit costs an fsync, which would cap a one-write-per-trans
 design at the disk's fsync rate. The writer thread takes every job that queued up while the
 previous commit ran and executes them all in one ``BEGIN IMMEDIATE ... COMMIT``. Each
 caller's future is resolved only after that COMMIT returns, so "committed before the
-response" still holds for every write, while the fsync is paid once per batch. A job that
-fails with a domain error (unknown id, stale revision, duplicate id) has written nothing,
-so the others in its batch commit normally; a database error fails the whole batch, none
-of which is committed.
+response" still holds for every write, while the fsync is paid once per batch. Each job runs
+in its own savepoint: one that fails (unknown id, stale revision, duplicate id) is rolled
+back alone and the others commit normally; a database error (disk full, I/O) fails the
+whole batch, none of which is committed.
 
 ``BEGIN IMMEDIATE`` takes SQLite's write lock for the whole batch, so read-modify-write of
 ``revision`` is atomic against other processes too; they wait up to ``busy_timeout``.
@@ -29,11 +29,9 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-import threading
 from collections.abc import Callable, Collection
 from datetime import datetime
 from pathlib import Path
-from queue import SimpleQueue
 from typing import Any
 from urllib.parse import parse_qsl, unquote
 
@@ -50,148 +48,16 @@ from algoroom.store.base import (
     to_micros,
 )
 from algoroom.store.migrations import migrate_sqlite
+from algoroom.store.sqlite_thread import Job, SQLiteThread, own_transaction
 
-#: Upper bound on one group commit: keeps the write lock (and the latency of the first job
-#: in the batch) bounded under a flood.
-MAX_BATCH = 256
 _SELECT_SESSION = "SELECT code, language, created_at, updated_at, revision FROM sessions WHERE id = ?"
-
-
-class _Job:
-    __slots__ = ("fn", "args", "future", "loop")
-
-    def __init__(self, fn: Callable[..., Any], args: tuple[Any, ...], future: asyncio.Future[Any], loop: asyncio.AbstractEventLoop) -> None:
-        self.fn = fn
-        self.args = args
-        self.future = future
-        self.loop = loop
-
-
-def _settle(results: list[tuple[asyncio.Future[Any], bool, Any]]) -> None:
-    """On the event loop: resolve the futures of one batch (one loop wake-up per batch)."""
-    for future, ok, value in results:
-        if future.done():  # the caller was cancelled; the job ran anyway
-            continue
-        if ok:
-            future.set_result(value)
-        else:
-            future.set_exception(value)
-
-
-class _Worker(threading.Thread):
-    """Owns one connection; runs jobs from its queue, batched, in one transaction if ``writer``."""
-
-    def __init__(self, name: str, path: str, *, writer: bool, synchronous: str, busy_timeout_ms: int) -> None:
-        super().__init__(name=name, daemon=True)
-        self.jobs: SimpleQueue[_Job | None] = SimpleQueue()
-        self._path = path
-        self._writer = writer
-        self._synchronous = synchronous
-        self._busy_timeout_ms = busy_timeout_ms
-
-    def _connect(self) -> sqlite3.Connection:
-        conn = sqlite3.connect(
-            self._path, isolation_level=None, timeout=self._busy_timeout_ms / 1000, cached_statements=64
-        )
-        try:
-            conn.execute(f"PRAGMA busy_timeout = {self._busy_timeout_ms}")
-            if self._writer:
-                mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-                if mode.lower() != "wal":
-                    raise sqlite3.OperationalError(f"could not enable WAL mode on {self._path} (got {mode})")
-            conn.execute(f"PRAGMA synchronous = {self._synchronous}")
-        except BaseException:
-            conn.close()
-            raise
-        return conn
-
-    def run(self) -> None:
-        try:
-            conn: sqlite3.Connection | None = self._connect()
-            failure: BaseException | None = None
-        except Exception as exc:  # reported to every job, starting with open()'s migration
-            conn, failure = None, exc
-        try:
-            while True:
-                job = self.jobs.get()
-                if job is None:
-                    return
-                batch = [job]
-                stop = False
-                while len(batch) < MAX_BATCH and not self.jobs.empty():
-                    more = self.jobs.get_nowait()
-                    if more is None:
-                        stop = True
-                        break
-                    batch.append(more)
-                if conn is None:
-                    self._deliver([(job, False, failure) for job in batch])
-                else:
-                    self._deliver(self._execute(conn, batch))
-                if stop:
-                    return
-        finally:
-            if conn is not None:
-                conn.close()
-
-    def _execute(self, conn: sqlite3.Connection, batch: list[_Job]) -> list[tuple[_Job, bool, Any]]:
-        if not self._writer:
-            return self._run_plain(conn, batch)
-        # Jobs that manage their own transaction (the migration) run alone, first.
-        plain = [job for job in batch if not getattr(job.fn, "transactional", True)]
-        results = self._run_plain(conn, plain) if plain else []
-        batch = [job for job in batch if getattr(job.fn, "transactional", True)] if plain else batch
-        if not batch:
-            return results
-        done: list[tuple[_Job, bool, Any]] = []
-        try:
-            conn.execute("BEGIN IMMEDIATE")
-            for job in batch:
-                try:
-                    done.append((job, True, job.fn(conn, *job.args)))
-                except sqlite3.Error:
-                    raise
-                except Exception as exc:  # a domain error: the job wrote nothing
-                    done.append((job, False, exc))
-            conn.execute("COMMIT")
-        except Exception as exc:  # nothing of this batch is committed
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            return results + [(job, False, exc) for job in batch]
-        return results + done
-
-    @staticmethod
-    def _run_plain(conn: sqlite3.Connection, batch: list[_Job]) -> list[tuple[_Job, bool, Any]]:
-        results = []
-        for job in batch:
-            try:
-                results.append((job, True, job.fn(conn, *job.args)))
-            except Exception as exc:
-                results.append((job, False, exc))
-        return results
-
-    @staticmethod
-    def _deliver(results: list[tuple[_Job, bool, Any]]) -> None:
-        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], bool, Any]]] = {}
-        for job, ok, value in results:
-            by_loop.setdefault(job.loop, []).append((job.future, ok, value))
-        for loop, items in by_loop.items():
-            try:
-                loop.call_soon_threadsafe(_settle, items)
-            except RuntimeError:  # that loop is closed: nobody is waiting any more
-                pass
-
-
-def _own_transaction(fn: Callable[..., Any]) -> Callable[..., Any]:
-    fn.transactional = False  # type: ignore[attr-defined]
-    return fn
 
 
 def parse_sqlite_url(url: str) -> tuple[str, str, int]:
     """``(path, synchronous, busy_timeout_ms)`` from a ``sqlite:///PATH?...`` URL."""
     if not url.lower().startswith("sqlite:///"):
         raise ValueError(f"SQLite URL must look like sqlite:///PATH, got {url!r}")
-    rest, _, query = url[len("sqlite:///"):].partition("?")
+    rest, _, query = url[len("sqlite:///") :].partition("?")
     path = unquote(rest)
     if not path or path == ":memory:":
         raise ValueError(f"SQLite URL {url!r} names no file (use memory:// for a throwaway store)")
@@ -212,23 +78,23 @@ class SQLiteStore(SessionStore):
     def __init__(self, url: str) -> None:
         self.url = url
         self.path, self._synchronous, self._busy_timeout_ms = parse_sqlite_url(url)
-        self._writer: _Worker | None = None
-        self._reader: _Worker | None = None
+        self._writer: SQLiteThread | None = None
+        self._reader: SQLiteThread | None = None
 
     async def open(self) -> None:
         if self._writer is not None:
             return
         Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         options = dict(synchronous=self._synchronous, busy_timeout_ms=self._busy_timeout_ms)
-        self._writer = _Worker(f"sqlite-writer {self.path}", self.path, writer=True, **options)
+        self._writer = SQLiteThread(f"sqlite-writer {self.path}", self.path, writer=True, **options)
         self._writer.start()
         try:
-            await self._write(_own_transaction(migrate_sqlite))
+            await self._write(own_transaction(migrate_sqlite))
         except BaseException:
             await self.close()
             raise
         # The reader connects after the writer has switched the file to WAL.
-        self._reader = _Worker(f"sqlite-reader {self.path}", self.path, writer=False, **options)
+        self._reader = SQLiteThread(f"sqlite-reader {self.path}", self.path, writer=False, **options)
         self._reader.start()
 
     async def close(self) -> None:
@@ -239,12 +105,12 @@ class SQLiteStore(SessionStore):
         for worker in workers:
             await asyncio.to_thread(worker.join)
 
-    def _submit(self, worker: _Worker | None, fn: Callable[..., Any], *args: Any) -> asyncio.Future[Any]:
+    def _submit(self, worker: SQLiteThread | None, fn: Callable[..., Any], *args: Any) -> asyncio.Future[Any]:
         if worker is None:
             raise RuntimeError(f"{self!r} is not open")
         loop = asyncio.get_running_loop()
         future = loop.create_future()
-        worker.jobs.put(_Job(fn, args, future, loop))
+        worker.jobs.put(Job(fn, args, future, loop))
         return future
 
     def _write(self, fn: Callable[..., Any], *args: Any) -> asyncio.Future[Any]:
@@ -300,9 +166,7 @@ class SQLiteStore(SessionStore):
             return None
         return await self._read(_load_document, session_id)
 
-    async def save_document(
-        self, session_id: str, state: bytes, code: str, *, now: datetime | None = None
-    ) -> Session:
+    async def save_document(self, session_id: str, state: bytes, code: str, *, now: datetime | None = None) -> Session:
         if not storable_id(session_id):
             raise SessionNotFound(session_id)
         check_text(code, "code")
@@ -313,8 +177,18 @@ class SQLiteStore(SessionStore):
 # --- jobs: run on a worker thread, inside the batch transaction for writes ---------------
 
 
+def _one(conn: sqlite3.Connection, sql: str, args: tuple[Any, ...]) -> Any:
+    """The first row, with the statement run to completion.
+
+    ``fetchone()`` would leave the statement open, and with it the reader's snapshot: a later
+    read on this connection could miss a commit (and the WAL could not be checkpointed).
+    """
+    rows = conn.execute(sql, args).fetchall()
+    return rows[0] if rows else None
+
+
 def _ping(conn: sqlite3.Connection) -> None:
-    conn.execute("SELECT 1").fetchone()
+    _one(conn, "SELECT 1", ())
 
 
 def _row_to_session(session_id: str, row: tuple[Any, ...]) -> Session:
@@ -323,7 +197,7 @@ def _row_to_session(session_id: str, row: tuple[Any, ...]) -> Session:
 
 
 def _get(conn: sqlite3.Connection, session_id: str) -> Session | None:
-    row = conn.execute(_SELECT_SESSION, (session_id,)).fetchone()
+    row = _one(conn, _SELECT_SESSION, (session_id,))
     return None if row is None else _row_to_session(session_id, row)
 
 
@@ -333,7 +207,15 @@ def _create(conn: sqlite3.Connection, session: Session) -> None:
         conn.execute(
             "INSERT INTO sessions (id, code, language, created_at, updated_at, revision, active_at)"
             " VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (session.id, session.code, session.language, to_micros(session.created_at), updated, session.revision, updated),
+            (
+                session.id,
+                session.code,
+                session.language,
+                to_micros(session.created_at),
+                updated,
+                session.revision,
+                updated,
+            ),
         )
     except sqlite3.IntegrityError:
         raise SessionAlreadyExists(session.id) from None
@@ -342,9 +224,7 @@ def _create(conn: sqlite3.Connection, session: Session) -> None:
 def _update_code(
     conn: sqlite3.Connection, session_id: str, code: str, language: str | None, expected: int | None, now: datetime
 ) -> Session:
-    row = conn.execute(
-        "SELECT revision, language, created_at, active_at FROM sessions WHERE id = ?", (session_id,)
-    ).fetchone()
+    row = _one(conn, "SELECT revision, language, created_at, active_at FROM sessions WHERE id = ?", (session_id,))
     if row is None:
         raise SessionNotFound(session_id)
     revision, old_language, created_at, active_at = row
@@ -381,12 +261,12 @@ def _delete_idle(conn: sqlite3.Connection, idle_before: int, keep: frozenset[str
 
 
 def _load_document(conn: sqlite3.Connection, session_id: str) -> bytes | None:
-    row = conn.execute("SELECT state FROM documents WHERE session_id = ?", (session_id,)).fetchone()
+    row = _one(conn, "SELECT state FROM documents WHERE session_id = ?", (session_id,))
     return None if row is None else bytes(row[0])
 
 
 def _save_document(conn: sqlite3.Connection, session_id: str, state: bytes, code: str, now: datetime) -> Session:
-    row = conn.execute(_SELECT_SESSION, (session_id,)).fetchone()
+    row = _one(conn, _SELECT_SESSION, (session_id,))
     if row is None:
         raise SessionNotFound(session_id)
     session = _row_to_session(session_id, row)
@@ -401,4 +281,3 @@ def _save_document(conn: sqlite3.Connection, session_id: str, state: bytes, code
         conn.execute("UPDATE sessions SET active_at = ? WHERE id = ? AND active_at < ?", (micros, session_id, micros))
     conn.execute("INSERT OR REPLACE INTO documents (session_id, state) VALUES (?, ?)", (session_id, state))
     return session
-

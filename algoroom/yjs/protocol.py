@@ -278,39 +278,41 @@ def read_state_vector(state_vector: bytes) -> dict[int, int]:
     return vector
 
 
-def update_start_clocks(update: bytes) -> dict[int, int]:
-    """``{client: first clock}`` of every client whose structs an update (v1) carries.
+def update_clock_ranges(update: bytes) -> dict[int, tuple[int, int]]:
+    """``{client: (first clock, clock after the last struct)}`` for every client in an update (v1).
 
-    Reads struct headers and skips their content without decoding it. Needed because Yrs
-    integrates an item whose clock leaves a gap after the client's known clock without
-    reporting it (so it is never relayed), where Yjs keeps it pending: the room holds such
-    updates back itself. :class:`ProtocolError` if the structs are malformed.
+    Reads struct headers and lengths without building the content. The room needs both
+    ends: Yrs integrates an item whose clock leaves a gap after the client's known clock
+    without reporting it (so it is never relayed), where Yjs keeps it pending; the room
+    holds such updates back itself, and tracks each client's clock from the updates it
+    integrated. :class:`ProtocolError` if the structs are malformed.
     """
     decoder = Decoder(update)
-    starts: dict[int, int] = {}
+    ranges: dict[int, tuple[int, int]] = {}
     groups = decoder.read_var_uint()
     if groups > len(update):
         raise ProtocolError(f"update claims {groups} clients in {len(update)} bytes")
     for _ in range(groups):
         structs = decoder.read_var_uint()
         client = decoder.read_var_uint()
-        starts[client] = decoder.read_var_uint()
+        start = clock = decoder.read_var_uint()
         if structs > len(update):
             raise ProtocolError(f"update claims {structs} structs in {len(update)} bytes")
         for _ in range(structs):
-            _skip_struct(decoder)
-    return starts
+            clock += _skip_struct(decoder)
+        ranges[client] = (start, clock)
+    return ranges
 
 
-def _skip_struct(decoder: Decoder) -> None:
-    info = decoder._data[decoder._pos] if not decoder.done else None
-    if info is None:
+def _skip_struct(decoder: Decoder) -> int:
+    """Skip one struct; returns its length in clock ticks."""
+    if decoder.done:
         raise ProtocolError("truncated update")
+    info = decoder._data[decoder._pos]
     decoder._pos += 1
     ref = info & 0x1F
     if ref in (0, 10):  # GC, Skip: length only
-        decoder.read_var_uint()
-        return
+        return decoder.read_var_uint()
     has_origin, has_right = info & 0x80, info & 0x40
     if has_origin:
         decoder.read_var_uint(), decoder.read_var_uint()
@@ -324,13 +326,18 @@ def _skip_struct(decoder: Decoder) -> None:
         if info & 0x20:
             decoder.read_var_string()  # parentSub
     if ref == 1:  # deleted
-        decoder.read_var_uint()
-    elif ref == 2:  # JSON
-        for _ in range(decoder.read_var_uint()):
+        return decoder.read_var_uint()
+    if ref == 2:  # JSON
+        count = decoder.read_var_uint()
+        for _ in range(count):
             decoder.read_var_string()
-    elif ref == 3:  # binary
+        return count
+    if ref == 3:  # binary
         decoder.read_var_bytes()
-    elif ref in (4, 5):  # string, embed
+    elif ref == 4:  # string: its length in UTF-16 code units, as Yjs counts
+        text = decoder.read_var_string()
+        return len(text) if text.isascii() else len(text.encode("utf-16-le")) // 2
+    elif ref == 5:  # embed
         decoder.read_var_string()
     elif ref == 6:  # format
         decoder.read_var_string(), decoder.read_var_string()
@@ -338,13 +345,16 @@ def _skip_struct(decoder: Decoder) -> None:
         if decoder.read_var_uint() in (3, 5):  # XmlElement, XmlHook carry a name
             decoder.read_var_string()
     elif ref == 8:  # any
-        for _ in range(decoder.read_var_uint()):
+        count = decoder.read_var_uint()
+        for _ in range(count):
             _skip_any(decoder, 0)
+        return count
     elif ref == 9:  # subdocument
         decoder.read_var_string()
         _skip_any(decoder, 0)
     else:
         raise ProtocolError(f"unknown struct content type {ref}")
+    return 1
 
 
 def _skip_any(decoder: Decoder, depth: int) -> None:

@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable, Hashable
 from typing import Protocol
 
-from pycrdt import Doc, Text, get_state
+from pycrdt import Doc, Text
 
 from . import textdiff
 from .awareness import DEFAULT_MAX_IDS_PER_PEER, AwarenessRelay
@@ -37,8 +37,7 @@ from .protocol import (
     SyncMessage,
     decode_message,
     encode_sync_step1,
-    read_state_vector,
-    update_start_clocks,
+    update_clock_ranges,
     encode_sync_step2,
     encode_update,
 )
@@ -315,8 +314,7 @@ class YRoom:
         SyncStep2 (which carries the gap) went out: we hold the update and retry it after
         every change. Crafted gaps just stay pending (bounded), as with Yjs.
         """
-        starts = update_start_clocks(update)
-        if self._has_gap(starts):
+        if self._has_gap(update):
             if len(self._pending) >= MAX_PENDING_UPDATES:
                 raise ProtocolError("too many updates waiting for missing structs")
             self._pending.append((update, peer))
@@ -324,9 +322,9 @@ class YRoom:
         self._apply(update, peer)
         self._retry_pending()
 
-    def _has_gap(self, starts: dict[int, int]) -> bool:
+    def _has_gap(self, update: bytes) -> bool:
         clocks = self._clocks
-        return any(clock > clocks.get(client, 0) for client, clock in starts.items())
+        return any(start > clocks.get(client, 0) for client, (start, _) in update_clock_ranges(update).items())
 
     def _retry_pending(self) -> None:
         progress = True
@@ -334,7 +332,7 @@ class YRoom:
             progress = False
             for entry in tuple(self._pending):
                 update, origin = entry
-                if not self._has_gap(update_start_clocks(update)):
+                if not self._has_gap(update):
                     self._pending.remove(entry)
                     origin = origin if origin in self._peers else ORIGIN_SERVER
                     try:
@@ -366,9 +364,9 @@ class YRoom:
             return
         self._changed = True
         clocks = self._clocks
-        for client, clock in read_state_vector(get_state(update)).items():
-            if clock > clocks.get(client, 0):
-                clocks[client] = clock
+        for client, (_, end) in update_clock_ranges(update).items():
+            if end > clocks.get(client, 0):
+                clocks[client] = end
         origin = self._origin
         frame = encode_update(update)
         for peer, info in tuple(self._peers.items()):

@@ -12,8 +12,6 @@ from algoroom.errors import ExecutionBusy
 from algoroom.execution import ExecutionLimits, Executor
 from algoroom.languages import LANGUAGES
 
-from algoroom.execution.watchdog import scan_uids
-
 from .conftest import assert_nothing_left, wait_until
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -23,8 +21,8 @@ MIXED = [
     ("javascript", "const n = +process.argv[2]; let s = 0; for (let i = 0; i < n; i++) s += i; console.log(s)",
      lambda n: f"{sum(range(n))}\n"),
     ("bash", 'echo $(( $1 * ($1 - 1) / 2 ))', lambda n: f"{sum(range(n))}\n"),
-    ("c", '#include <stdio.h>\n#include <stdlib.h>\nint main(int c, char **v) { long n = atol(v[1]), s = 0;\n'
-          'for (long i = 0; i < n; i++) s += i; printf("%ld\\n", s); }\n', lambda n: f"{sum(range(n))}\n"),
+    ("c", ('#include <stdio.h>\n#include <stdlib.h>\nint main(int c, char **v) { long n = atol(v[1]), s = 0;\n'
+           'for (long i = 0; i < n; i++) s += i; printf("%ld\\n", s); }\n'), lambda n: f"{sum(range(n))}\n"),
 ]
 
 
@@ -42,7 +40,7 @@ async def test_twenty_concurrent_mixed_runs(executor: Executor) -> None:
         counts[language] += 1
     assert sum(counts.values()) == len(jobs) >= 10
     await wait_until(lambda: executor.running == 0, what="slots released")
-    assert_nothing_left(executor.slot_uids)
+    assert_nothing_left(executor.slot_uids, executor.prestarted_pids)
 
 
 @pytest_asyncio.fixture(loop_scope="session")
@@ -77,7 +75,7 @@ async def test_busy_when_slots_and_queue_are_full(tiny_executor: Executor) -> No
     queued = await asyncio.wait_for(waiter, 10)
     assert queued.status == "ok" and queued.stdout == "queued\n"
     await wait_until(lambda: ex.running == 0, what="slot released")
-    assert_nothing_left(ex.slot_uids)
+    assert_nothing_left(ex.slot_uids, ex.prestarted_pids)
 
 
 async def test_cancel_while_queued(tiny_executor: Executor) -> None:
@@ -102,9 +100,32 @@ async def test_close_kills_running_runs(tiny_executor: Executor) -> None:
     ex = tiny_executor
     uids = ex.slot_uids
     task = asyncio.ensure_future(ex.run("python", "import time\nprint('up', flush=True)\ntime.sleep(30)"))
-    await wait_until(lambda: any(usage.pids for usage in scan_uids(uids).values()), what="run started")
+    await wait_until(lambda: ex.running == 1, what="run started")
     await asyncio.wait_for(ex.close(), 10)
     result = await asyncio.wait_for(task, 5)
     assert result.status == "killed", result
     assert_nothing_left(uids)
 
+
+async def test_sandboxes_started_on_demand() -> None:
+    """The same runs without pre-started sandboxes (the fallback path)."""
+    ex = Executor(
+        ExecutionLimits(max_concurrency=1, wall_ms=3000), prestart=False,
+        languages={lang: LANGUAGES[lang] for lang in ("python", "bash", "c")},
+    )
+    await ex.start()
+    try:
+        assert ex.prestarted_pids == set()
+        result = await ex.run("python", "import sys\nprint(sys.argv[1:], sys.stdin.read())", stdin="in", args=["a"])
+        assert result.status == "ok" and result.stdout == "['a'] in\n", result
+        result = await ex.run("bash", "for i in 1 2 3; do setsid sleep 60 & done; echo ok")
+        assert result.stdout == "ok\n"
+        if ex.is_available_language("c"):
+            result = await ex.run("c", '#include <stdio.h>\nint main(void) { puts("compiled"); }\n')
+            assert result.status == "ok" and result.stdout == "compiled\n", result
+        result = await ex.run("python", "print('x', flush=True)\nimport time\ntime.sleep(30)", timeout_ms=500)
+        assert result.status == "timeout" and result.stdout == "x\n"
+        await wait_until(lambda: ex.running == 0, what="slot released")
+        assert_nothing_left(ex.slot_uids)
+    finally:
+        await ex.close()

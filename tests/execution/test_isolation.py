@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import asyncio
+import itertools
 import os
 import socket
 import uuid
@@ -26,7 +27,7 @@ def _host_address() -> str | None:
         lines = Path("/proc/net/fib_trie").read_text().splitlines()
     except OSError:
         return None
-    for previous, line in zip(lines, lines[1:]):
+    for previous, line in itertools.pairwise(lines):
         if line.strip() == "/32 host LOCAL":
             address = previous.split()[-1]
             if not address.startswith("127."):
@@ -155,8 +156,9 @@ async def test_server_environment_does_not_leak(executor: Executor, monkeypatch:
     assert result.status == "ok", result
     assert secret not in result.stdout and "ALGOROOM_TEST_SECRET" not in result.stdout
     names = ast.literal_eval(result.stdout.splitlines()[0])
+    # SHLVL and _: set by the pre-started sandbox's bash
     assert set(names) <= {"PATH", "HOME", "TMPDIR", "LANG", "USER", "PWD", "PYTHONDONTWRITEBYTECODE",
-                          "PYTHONIOENCODING", "LC_CTYPE"}
+                          "PYTHONIOENCODING", "LC_CTYPE", "SHLVL", "_"}
 
 
 async def test_unprivileged_inside(executor: Executor) -> None:

@@ -190,3 +190,11 @@ async def test_not_started_executor_refuses_runs() -> None:
 async def test_result_success_follows_status() -> None:
     assert RunResult("ok").to_dict()["success"] is True
     assert RunResult("timeout").to_dict()["success"] is False
+
+
+async def test_standard_streams_can_be_reopened(executor: Executor) -> None:
+    code = "open('/dev/stdout', 'w').write('out\\n')\nopen('/dev/stderr', 'w').write('err\\n')\n" \
+        "print(open('/dev/stdin').read())"
+    result = await executor.run("python", code, stdin="in")
+    assert result.status == "ok", result
+    assert result.stdout == "out\nin\n" and result.stderr == "err\n"

@@ -42,8 +42,10 @@ async def isolated_url(backend: str, request: pytest.FixtureRequest, tmp_path: P
         conn = await asyncpg.connect(base)
         try:
             await conn.execute(f"CREATE SCHEMA {tag}")
-            yield _with_query(base, "search_path", tag)
-            await conn.execute(f"DROP SCHEMA {tag} CASCADE")
+            try:
+                yield _with_query(base, "search_path", tag)
+            finally:
+                await conn.execute(f"DROP SCHEMA {tag} CASCADE")
         finally:
             await conn.close()
     elif backend == "redis":
@@ -51,14 +53,16 @@ async def isolated_url(backend: str, request: pytest.FixtureRequest, tmp_path: P
 
         base = request.getfixturevalue("redis_url")
         prefix = f"{tag}:"
-        yield _with_query(base, "prefix", prefix)
-        client = aioredis.from_url(base)
         try:
-            keys = [key async for key in client.scan_iter(match=f"{prefix}*")]
-            if keys:
-                await client.delete(*keys)
+            yield _with_query(base, "prefix", prefix)
         finally:
-            await client.aclose()
+            client = aioredis.from_url(base)
+            try:
+                keys = [key async for key in client.scan_iter(match=f"{prefix}*")]
+                if keys:
+                    await client.delete(*keys)
+            finally:
+                await client.aclose()
     else:
         raise AssertionError(backend)
 

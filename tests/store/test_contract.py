@@ -30,7 +30,9 @@ ODD_IDS = [
 ]
 
 
-def make_session(session_id: str | None = None, *, at: datetime = T0, code: str = "", language: str = "python") -> Session:
+def make_session(
+    session_id: str | None = None, *, at: datetime = T0, code: str = "", language: str = "python"
+) -> Session:
     session = Session.new(language)
     return Session(session.id if session_id is None else session_id, code, language, at, at, 0)
 
@@ -107,7 +109,12 @@ async def test_odd_but_valid_ids_are_stored_verbatim(store: SessionStore) -> Non
 async def test_update_code_bumps_revision_and_sets_updated_at(store: SessionStore) -> None:
     await store.create(make_session("s"))
     first = await store.update_code("s", "a = 1", now=T0 + timedelta(seconds=1))
-    assert (first.code, first.language, first.revision, first.updated_at) == ("a = 1", "python", 1, T0 + timedelta(seconds=1))
+    assert (first.code, first.language, first.revision, first.updated_at) == (
+        "a = 1",
+        "python",
+        1,
+        T0 + timedelta(seconds=1),
+    )
     assert first.created_at == T0
     second = await store.update_code("s", "console.log(1)", "javascript", now=T0 + timedelta(seconds=2))
     assert (second.language, second.revision) == ("javascript", 2)
@@ -313,3 +320,18 @@ async def test_close_is_idempotent_and_reopen_works(store_url: str) -> None:
     await store.open()
     await store.ping()
     await store.close()
+
+
+async def test_close_lets_submitted_writes_finish(store_url: str) -> None:
+    """A graceful shutdown loses nothing that was acknowledged, nor anything already sent."""
+    store = open_store(store_url)
+    await store.open()
+    await store.create(make_session("s"))
+    tasks = [asyncio.create_task(store.update_code("s", f"v{i}")) for i in range(50)]
+    await asyncio.sleep(0)  # every task has made its call
+    await store.close()
+    results = await asyncio.gather(*tasks, return_exceptions=True)
+    assert all(isinstance(r, Session) for r in results), [r for r in results if not isinstance(r, Session)][:1]
+    if not store_url.startswith("memory:"):
+        async with open_store(store_url) as reopened:
+            assert (await reopened.get("s")).revision == 50

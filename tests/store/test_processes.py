@@ -12,8 +12,10 @@ import sys
 from pathlib import Path
 
 import pytest
+from redis.exceptions import RedisError
 
 from algoroom.store import open_store
+from tests.servers import RedisServer, ServerUnavailable, unavailable
 from tests.store.test_contract import make_session
 
 pytestmark = pytest.mark.asyncio
@@ -71,3 +73,34 @@ async def test_writers_in_several_processes_get_distinct_consecutive_revisions(d
         assert final.revision == 450
         winner = next(line for stdout, _ in outputs for line in stdout.decode().splitlines() if line.startswith("450 "))
         assert final.code == winner.split()[1]
+
+
+async def test_redis_store_recovers_after_a_redis_crash_and_restart() -> None:
+    """kill -9 of Redis (append-only, fsync always): acknowledged writes are back after the
+    restart, the store reconnects by itself, and reloads its scripts (Redis forgot them)."""
+    try:
+        server = RedisServer(appendonly=True)
+    except ServerUnavailable as exc:
+        unavailable(str(exc))
+    try:
+        server.start()
+        async with open_store(server.url) as store:
+            await store.create(make_session("s"))
+            for i in range(20):
+                await store.update_code("s", f"v{i}")
+            server.kill()
+            with pytest.raises(RedisError):
+                await store.update_code("s", "while down")
+            server.start()
+            for attempt in range(5):  # each pooled connection may report the restart once
+                try:
+                    session = await store.update_code("s", "after restart")
+                    break
+                except RedisError:
+                    continue
+            else:
+                pytest.fail("the store did not reconnect")
+            assert session.revision == 21
+            assert (await store.get("s")).code == "after restart"
+    finally:
+        server.cleanup()

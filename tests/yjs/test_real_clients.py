@@ -167,3 +167,15 @@ async def test_five_megabyte_document(yjs_server: RunningServer) -> None:
             assert room.text == line * count
             await b.insert(0, "# top\n")
             await a.wait_for_length(count * units + 6, timeout=20)
+
+
+async def test_typing_bursts_from_two_clients(yjs_server: RunningServer) -> None:
+    async with NodeClient(yjs_server.url, "r", name="a") as a, NodeClient(yjs_server.url, "r", name="b") as b:
+        await asyncio.gather(a.wait_synced(), b.wait_synced())
+        for i in range(30):
+            await a.insert(0, "a")
+            await b.insert(0, "b😀")
+        await asyncio.gather(a.wait_for_length(30 * 4), b.wait_for_length(30 * 4))
+        text = yjs_server.state.rooms["r"].text
+        assert text.count("a") == 30 and text.count("b😀") == 30
+        await asyncio.gather(a.wait_for_text(text), b.wait_for_text(text))

@@ -322,16 +322,33 @@ def test_update_after_a_clock_gap_waits_for_the_gap(room: YRoom, changes: list[o
     assert room.text == b.text == a.text == "OFFLINE hello world typed"
 
 
-def test_update_start_clocks_reads_every_client() -> None:
-    from algoroom.yjs.protocol import update_start_clocks
+def test_update_clock_ranges_reads_every_client_in_utf16_ticks() -> None:
+    from algoroom.yjs.protocol import read_state_vector, update_clock_ranges
 
     one, two = Doc(client_id=11), Doc(client_id=22)
-    one.get("code", type=Text).insert(0, "a😀")
+    one.get("code", type=Text).insert(0, "a😀")  # 3 UTF-16 units: clocks 0..2
     two.apply_update(one.get_update())
     two.get("code", type=Text).insert(0, "世界")
     two_state = two.get_state()
-    assert update_start_clocks(two.get_update()) == {11: 0, 22: 0}
-    two.get("code", type=Text).insert(0, "more")
-    assert update_start_clocks(two.get_update(two_state)) == {22: 2}
+    assert update_clock_ranges(two.get_update()) == {11: (0, 3), 22: (0, 2)}
+    assert read_state_vector(two.get_state()) == {11: 3, 22: 2}
+    text = two.get("code", type=Text)
+    text.insert(0, "more")
+    del text[0:2]
+    assert update_clock_ranges(two.get_update(two_state)) == {22: (2, 6)}
     with pytest.raises(ProtocolError):
-        update_start_clocks(b"\x01\x05\x01\x00\x04")
+        update_clock_ranges(b"\x01\x05\x01\x00\x04")
+
+
+def test_long_typing_sessions_from_several_clients_all_arrive(room: YRoom) -> None:
+    a, b = FakeClient(room, "a"), FakeClient(room, "b")
+    rng = random.Random(11)
+    for i in range(200):
+        for client in (a, b):
+            text = client.text.encode()
+            client.edit(rng.randint(0, len(text)) if text.isascii() else 0, insert=rng.choice("xy世😀"))
+            if i % 7 == 0 and len(client.ytext) > 4:
+                client.edit(0, delete=1)
+        pump_all(a, b)
+    assert a.text == b.text == room.text
+    assert not room._pending
