@@ -60,7 +60,7 @@ class Connection:
         self._writer = self._loop.create_task(self._write_loop())
 
     def send(self, payload: str | bytes) -> None:
-        """Queue one serialised message (text, or a binary frame); cut the connection if it has fallen too far behind."""
+        """Queue one serialised message (text or binary); cut the connection if it has fallen too far behind."""
         if self._dropped or self._writer.done():
             return
         started = self._send_started
