@@ -118,11 +118,23 @@ class SessionStore(abc.ABC):
         """The stored Yjs document state (a full, compacted update), or ``None``."""
 
     @abc.abstractmethod
-    async def save_document(self, session_id: str, state: bytes, code: str, *, now: datetime | None = None) -> Session:
+    async def save_document(
+        self,
+        session_id: str,
+        state: bytes,
+        code: str,
+        *,
+        now: datetime | None = None,
+        expected_revision: int | None = None,
+    ) -> Session:
         """Store the merged Yjs state and its text as the session's code, atomically.
 
         The revision goes up by one (and ``updated_at`` becomes ``now``) only if the code
-        changed; activity is recorded either way. Raises :class:`SessionNotFound`.
+        changed; activity is recorded either way. Raises :class:`SessionNotFound`, or
+        :class:`RevisionConflict` (changing nothing) when ``expected_revision`` is given and
+        is not the current revision: the check and the write are one atomic step, so a
+        process saving its replica cannot overwrite a state another process saved since it
+        last loaded one (it reloads, merges and retries instead).
         """
 
     async def __aenter__(self) -> SessionStore:

@@ -95,12 +95,22 @@ class MemoryStore(SessionStore):
         entry = self._entries.get(session_id)
         return entry.document if entry else None
 
-    async def save_document(self, session_id: str, state: bytes, code: str, *, now: datetime | None = None) -> Session:
+    async def save_document(
+        self,
+        session_id: str,
+        state: bytes,
+        code: str,
+        *,
+        now: datetime | None = None,
+        expected_revision: int | None = None,
+    ) -> Session:
         check_text(code, "code")
         now = utcnow() if now is None else as_utc(now)
         entry = self._entries.get(session_id)
         if entry is None:
             raise SessionNotFound(session_id)
+        if expected_revision is not None and expected_revision != entry.session.revision:
+            raise RevisionConflict(session_id, expected_revision, entry.session.revision)
         entry.document = bytes(state)
         if code != entry.session.code:
             entry.session = entry.session.with_code(code, now=now)

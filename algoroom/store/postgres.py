@@ -55,7 +55,7 @@ WITH updated AS (
         updated_at = CASE WHEN code = $2 THEN updated_at ELSE $3 END,
         code = $2,
         active_at = GREATEST(active_at, $3)
-    WHERE id = $1
+    WHERE id = $1 AND ($5::bigint IS NULL OR revision = $5)
     RETURNING language, created_at, updated_at, revision
 ), saved AS (
     INSERT INTO documents (session_id, state) SELECT $1, $4 FROM updated
@@ -246,13 +246,32 @@ class PostgresStore(SessionStore):
         return await self.pool.fetchval("SELECT state FROM documents WHERE session_id = $1", session_id)
 
     @_tracked
-    async def save_document(self, session_id: str, state: bytes, code: str, *, now: datetime | None = None) -> Session:
+    async def save_document(
+        self,
+        session_id: str,
+        state: bytes,
+        code: str,
+        *,
+        now: datetime | None = None,
+        expected_revision: int | None = None,
+    ) -> Session:
         if not storable_id(session_id):
             raise SessionNotFound(session_id)
         check_text(code, "code")
         now = utcnow() if now is None else as_utc(now)
-        row: Any = await self.pool.fetchrow(_SAVE_DOCUMENT, session_id, code.encode(), now, bytes(state))
-        if row is None:
-            raise SessionNotFound(session_id)
-        language, created_at, updated_at, revision = row
-        return Session(session_id, code, language, created_at, updated_at, revision)
+        encoded, state = code.encode(), bytes(state)
+        while True:
+            row: Any = await self.pool.fetchrow(_SAVE_DOCUMENT, session_id, encoded, now, state, expected_revision)
+            if row is not None:
+                language, created_at, updated_at, revision = row
+                return Session(session_id, code, language, created_at, updated_at, revision)
+            if expected_revision is None:
+                raise SessionNotFound(session_id)
+            # Nothing was written: unknown id or stale revision? (As in update_code.)
+            current = await self.pool.fetchval("SELECT revision FROM sessions WHERE id = $1", session_id)
+            if current is None:
+                raise SessionNotFound(session_id)
+            if current != expected_revision:
+                raise RevisionConflict(session_id, expected_revision, current)
+            # The session appeared, or reached the expected revision, between the two
+            # statements: try again.

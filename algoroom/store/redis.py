@@ -95,10 +95,12 @@ local fields = redis.call('HMGET', KEYS[1], 'language', 'created_at')
 return {1, revision, fields[1], fields[2]}
 """
 
-# KEYS: session, document, active. ARGV: code, now, state, id
-# -> {0} unknown | {1, language, created_at, updated_at, revision}
+# KEYS: session, document, active. ARGV: code, now, state, id, expected ('' = any)
+# -> {0} unknown | {-1, current} conflict | {1, language, created_at, updated_at, revision}
 _SAVE_DOCUMENT = """
-if redis.call('EXISTS', KEYS[1]) == 0 then return {0} end
+local revision = redis.call('HGET', KEYS[1], 'revision')
+if not revision then return {0} end
+if ARGV[5] ~= '' and ARGV[5] ~= revision then return {-1, revision} end
 if redis.call('HGET', KEYS[1], 'code') ~= ARGV[1] then
     redis.call('HINCRBY', KEYS[1], 'revision', 1)
     redis.call('HSET', KEYS[1], 'code', ARGV[1], 'updated_at', ARGV[2])
@@ -346,7 +348,15 @@ class RedisStore(SessionStore):
             return None
         return await self._pipeline.call("GET", self._document_key(session_id))
 
-    async def save_document(self, session_id: str, state: bytes, code: str, *, now: datetime | None = None) -> Session:
+    async def save_document(
+        self,
+        session_id: str,
+        state: bytes,
+        code: str,
+        *,
+        now: datetime | None = None,
+        expected_revision: int | None = None,
+    ) -> Session:
         if not storable_id(session_id):
             raise SessionNotFound(session_id)
         check_text(code, "code")
@@ -354,10 +364,18 @@ class RedisStore(SessionStore):
         reply = await self._script(
             _SAVE_DOCUMENT,
             [self._session_key(session_id), self._document_key(session_id), self._active_key],
-            [code.encode(), micros, bytes(state), session_id.encode()],
+            [
+                code.encode(),
+                micros,
+                bytes(state),
+                session_id.encode(),
+                "" if expected_revision is None else str(int(expected_revision)),
+            ],
         )
         if reply[0] == 0:
             raise SessionNotFound(session_id)
+        if reply[0] == -1:
+            raise RevisionConflict(session_id, expected_revision, int(reply[1]))  # type: ignore[arg-type]
         _, language, created_at, updated_at, revision = reply
         return Session(
             session_id,

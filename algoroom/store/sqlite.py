@@ -166,12 +166,20 @@ class SQLiteStore(SessionStore):
             return None
         return await self._read(_load_document, session_id)
 
-    async def save_document(self, session_id: str, state: bytes, code: str, *, now: datetime | None = None) -> Session:
+    async def save_document(
+        self,
+        session_id: str,
+        state: bytes,
+        code: str,
+        *,
+        now: datetime | None = None,
+        expected_revision: int | None = None,
+    ) -> Session:
         if not storable_id(session_id):
             raise SessionNotFound(session_id)
         check_text(code, "code")
         now = utcnow() if now is None else as_utc(now)
-        return await self._write(_save_document, session_id, bytes(state), code, now)
+        return await self._write(_save_document, session_id, bytes(state), code, expected_revision, now)
 
 
 # --- jobs: run on a worker thread, inside the batch transaction for writes ---------------
@@ -265,11 +273,15 @@ def _load_document(conn: sqlite3.Connection, session_id: str) -> bytes | None:
     return None if row is None else bytes(row[0])
 
 
-def _save_document(conn: sqlite3.Connection, session_id: str, state: bytes, code: str, now: datetime) -> Session:
+def _save_document(
+    conn: sqlite3.Connection, session_id: str, state: bytes, code: str, expected: int | None, now: datetime
+) -> Session:
     row = _one(conn, _SELECT_SESSION, (session_id,))
     if row is None:
         raise SessionNotFound(session_id)
     session = _row_to_session(session_id, row)
+    if expected is not None and expected != session.revision:
+        raise RevisionConflict(session_id, expected, session.revision)
     micros = to_micros(now)
     if code != session.code:
         session = session.with_code(code, now=now)

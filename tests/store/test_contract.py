@@ -239,6 +239,70 @@ async def test_saving_a_document_without_text_change_keeps_the_revision(store: S
     assert saved.revision == 1 and saved.language == "python"
 
 
+async def test_save_document_at_the_current_revision_succeeds(store: SessionStore) -> None:
+    await store.create(make_session("s", code="a"))
+    saved = await store.save_document("s", b"v1", "a", expected_revision=0, now=T0 + timedelta(seconds=1))
+    assert (saved.code, saved.revision, saved.updated_at) == ("a", 0, T0)  # same text: no bump
+    saved = await store.save_document("s", b"v2", "ab", expected_revision=0, now=T0 + timedelta(seconds=2))
+    assert (saved.code, saved.revision, saved.updated_at) == ("ab", 1, T0 + timedelta(seconds=2))
+    assert await store.get("s") == saved
+    assert await store.load_document("s") == b"v2"
+    saved = await store.save_document("s", b"v3", "abc", expected_revision=1, now=T0 + timedelta(seconds=3))
+    assert saved.revision == 2 and await store.load_document("s") == b"v3"
+
+
+async def test_save_document_at_a_stale_revision_changes_nothing(store: SessionStore) -> None:
+    await store.create(make_session("s", code="a", at=T0))
+    await store.save_document("s", b"theirs", "theirs", now=T0 + timedelta(seconds=1))  # revision 1
+    before = await store.get("s")
+    for code in ("mine", "theirs"):  # whether or not the text differs
+        with pytest.raises(RevisionConflict) as caught:
+            await store.save_document("s", b"mine", code, expected_revision=0, now=T0 + timedelta(days=9))
+        assert caught.value.details == {"expectedRevision": 0, "currentRevision": 1}
+    with pytest.raises(RevisionConflict):
+        await store.save_document("s", b"mine", "mine", expected_revision=2)  # ahead is not current either
+    assert await store.get("s") == before
+    assert await store.load_document("s") == b"theirs"
+    # Not even activity is recorded: the session is as idle as before the refused saves.
+    assert await store.delete_idle(T0 + timedelta(seconds=2)) == ["s"]
+
+
+async def test_save_document_with_a_stale_revision_on_a_session_without_document(store: SessionStore) -> None:
+    await store.create(make_session("s"))
+    await store.update_code("s", "put")
+    with pytest.raises(RevisionConflict):
+        await store.save_document("s", b"mine", "mine", expected_revision=0)
+    assert await store.load_document("s") is None
+    assert (await store.get("s")).code == "put"
+
+
+async def test_save_document_of_an_unknown_session_with_expected_revision(store: SessionStore) -> None:
+    with pytest.raises(SessionNotFound):
+        await store.save_document("missing", b"state", "x", expected_revision=0)
+    assert await store.load_document("missing") is None
+
+
+async def test_concurrent_document_saves_from_one_base_revision_let_exactly_one_win(store: SessionStore) -> None:
+    await store.create(make_session("s"))
+    results = await asyncio.gather(
+        *(store.save_document("s", f"state{i}".encode(), f"v{i}", expected_revision=0) for i in range(20)),
+        return_exceptions=True,
+    )
+    winners = [r for r in results if isinstance(r, Session)]
+    assert len(winners) == 1
+    assert all(isinstance(r, RevisionConflict) for r in results if not isinstance(r, Session))
+    assert await store.get("s") == winners[0]
+    assert await store.load_document("s") == f"state{winners[0].code[1:]}".encode()
+
+
+async def test_save_document_without_expected_revision_ignores_the_revision(store: SessionStore) -> None:
+    await store.create(make_session("s"))
+    await store.update_code("s", "one")
+    await store.update_code("s", "two")
+    saved = await store.save_document("s", b"doc", "three", expected_revision=None)
+    assert saved.revision == 3 and await store.load_document("s") == b"doc"
+
+
 async def test_large_document(store: SessionStore) -> None:
     await store.create(make_session("s"))
     state = bytes(range(256)) * (5 * 1024 * 1024 // 256)
