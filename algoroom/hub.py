@@ -1,11 +1,11 @@
 """Fan-out of session events to the sockets that watch a session.
 
 :class:`SessionHub` holds, per session, the set of open :class:`Connection` objects.
-A broadcast is serialised to JSON once and handed to every connection's bounded
-queue; each connection has one writer task that drains its queue, so a slow or stalled
-reader only ever delays itself. A reader that falls ``queue_size`` messages behind, or
-whose current send has been stuck for ``send_timeout`` seconds, is disconnected with
-1013 (try again later) instead of growing memory without bound.
+A broadcast is serialised to JSON and framed once, and the same bytes are written to
+every socket that keeps up; a socket that does not gets a bounded backlog and a writer
+task of its own, so a slow or stalled reader only ever delays itself. A reader that falls
+``queue_size`` messages behind, or whose current send has been stuck for ``send_timeout``
+seconds, is disconnected with 1013 (try again later) instead of growing memory without bound.
 
 The hub is a plain class with no HTTP in it: the WebSocket handler registers
 connections, the session service broadcasts.
@@ -16,6 +16,9 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import struct
+import time
+from collections import deque
 from collections.abc import Iterable
 from typing import Any
 
@@ -29,12 +32,46 @@ _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 CLOSE_TOO_SLOW = WSCloseCode.TRY_AGAIN_LATER
 
 
+def ws_frame(payload: str | bytes) -> bytes:
+    """One unmasked, uncompressed RFC 6455 frame (text for ``str``, binary for ``bytes``).
+
+    This is byte for byte what a server sends, so a broadcast builds it once and writes the
+    same bytes to every socket. Uncompressed messages stay valid when permessage-deflate was
+    negotiated (RFC 7692 section 6: RSV1 unset means "not compressed").
+    """
+    if isinstance(payload, str):
+        first, data = 0x81, payload.encode()
+    else:
+        first, data = 0x82, payload
+    size = len(data)
+    if size < 126:
+        return bytes((first, size)) + data
+    if size < 65536:
+        return _LEN16(first, 126, size) + data
+    return _LEN64(first, 127, size) + data
+
+
+_LEN16 = struct.Struct("!BBH").pack
+_LEN64 = struct.Struct("!BBQ").pack
+
+#: Unsent bytes a socket's transport may hold before we stop writing to it directly.
+_DIRECT_WRITE_LIMIT = 64 * 1024
+
+
 class Connection:
-    """The outgoing side of one WebSocket: a bounded queue and the task that drains it."""
+    """The outgoing side of one WebSocket.
+
+    While the reader keeps up, a message is written straight to the transport: no queue, no
+    task, no per-socket framing (a broadcast to 1000 sockets costs about half the server CPU
+    of a queue and writer task per socket; see ``bench/bench_server.py``). Once the transport
+    holds more than ``_DIRECT_WRITE_LIMIT`` unsent bytes, messages go to a bounded backlog
+    that a writer task, created only then, drains with aiohttp's flow control, so a slow
+    reader only ever delays itself.
+    """
 
     __slots__ = (
-        "ws", "session_id", "wants_json", "_queue", "_writer", "_send_started", "_send_timeout", "_loop", "_dropped",
-        "_transport",
+        "ws", "session_id", "wants_json", "_transport", "_backlog", "_writer", "_send_started",
+        "_send_timeout", "_queue_size", "_dropped",
     )
 
     def __init__(
@@ -48,55 +85,73 @@ class Connection:
         wants_json: bool = True,
     ) -> None:
         self.ws = ws
+        self.session_id = session_id
         #: JSON sockets get the hub's JSON events; Yjs sockets only count as participants.
         self.wants_json = wants_json
         self._transport = transport
-        self.session_id = session_id
-        self._queue: asyncio.Queue[str | bytes] = asyncio.Queue(queue_size)
-        self._send_timeout = send_timeout
+        self._backlog: deque[str | bytes] | None = None
+        self._writer: asyncio.Task[None] | None = None
         self._send_started: float | None = None
+        self._send_timeout = send_timeout
+        self._queue_size = queue_size
         self._dropped = False
-        self._loop = asyncio.get_running_loop()
-        self._writer = self._loop.create_task(self._write_loop())
 
     def send(self, payload: str | bytes) -> None:
-        """Queue one serialised message (text or binary); cut the connection if it has fallen too far behind."""
-        if self._dropped or self._writer.done():
-            return
-        started = self._send_started
-        stalled = started is not None and self._loop.time() - started > self._send_timeout
-        if stalled:
-            self._drop("send stalled")
-            return
-        try:
-            self._queue.put_nowait(payload)
-        except asyncio.QueueFull:
-            self._drop("send queue full")
+        """Send one serialised message (text or binary); see :meth:`send_frame`."""
+        self.send_frame(ws_frame(payload), payload)
 
     def send_json(self, message: dict[str, Any]) -> None:
         self.send(_dumps(message))
 
-    async def _write_loop(self) -> None:
-        ws, queue, loop = self.ws, self._queue, self._loop
+    def send_frame(self, frame: bytes, payload: str | bytes) -> None:
+        """Write ``frame`` now if the reader keeps up, else queue ``payload`` behind the others.
+
+        Cuts the connection (1013) if it has fallen ``queue_size`` messages behind or its
+        current send has been stuck for ``send_timeout`` seconds.
+        """
+        transport = self._transport
+        if self._dropped or self.ws.closed or transport is None or transport.is_closing():
+            return
+        backlog = self._backlog
+        if backlog is None:
+            if transport.get_write_buffer_size() <= _DIRECT_WRITE_LIMIT:  # type: ignore[attr-defined]
+                transport.write(frame)  # type: ignore[attr-defined]
+                return
+            backlog = self._backlog = deque()
+            self._writer = asyncio.get_running_loop().create_task(self._drain_backlog(backlog))
+        started = self._send_started
+        if started is not None and time.monotonic() - started > self._send_timeout:
+            self._drop("send stalled")
+        elif len(backlog) >= self._queue_size:
+            self._drop("send queue full")
+        else:
+            backlog.append(payload)
+
+    async def _drain_backlog(self, backlog: deque[str | bytes]) -> None:
+        ws = self.ws
         try:
-            while True:
-                payload = await queue.get()
-                self._send_started = loop.time()
+            while backlog:
+                payload = backlog.popleft()
+                self._send_started = time.monotonic()
                 if isinstance(payload, str):
                     await ws.send_str(payload)
                 else:
                     await ws.send_bytes(payload)
-                self._send_started = None
-                queue.task_done()
         except (ConnectionError, RuntimeError):
             # The peer went away mid-send; the handler's read loop ends and cleans up.
             pass
+        finally:
+            self._send_started = None
+            if self._backlog is backlog:
+                self._backlog = None  # caught up: back to direct writes
 
     def _drop(self, reason: str) -> None:
         log.info("dropping slow WebSocket reader of session %s: %s", self.session_id, reason)
         self._dropped = True
-        self._writer.cancel()
-        self._writer = self._loop.create_task(self._close_stalled())
+        self._backlog = None
+        if self._writer is not None:
+            self._writer.cancel()
+        self._writer = asyncio.get_running_loop().create_task(self._close_stalled())
 
     async def _close_stalled(self) -> None:
         # drain=False: the peer is not reading, so waiting for its buffer would hang.
@@ -104,18 +159,18 @@ class Connection:
         # If even the close frame could not be written, closing the transport would wait
         # for a flush that never comes: abort it so the handler's read loop ends now.
         if self._transport is not None:
-            self._transport.abort()
+            self._transport.abort()  # type: ignore[attr-defined]
 
     async def flush_and_stop(self, timeout: float = 1.0) -> None:
-        """Give queued messages a moment to go out, then stop the writer task."""
-        if not self._writer.done() and not self._dropped:
-            try:
-                await asyncio.wait_for(self._queue.join(), timeout)
-            except asyncio.TimeoutError:
-                pass
-        self._writer.cancel()
+        """Give backlogged messages a moment to go out, then stop the writer task."""
+        writer = self._writer
+        if writer is None:
+            return
+        if not writer.done() and not self._dropped and timeout > 0:
+            await asyncio.wait({writer}, timeout=timeout)
+        writer.cancel()
         try:
-            await self._writer
+            await writer
         except asyncio.CancelledError:
             pass
 
@@ -186,9 +241,10 @@ class SessionHub:
                 return 0
             room.revision = revision
         members = tuple(room.members)
+        frame = ws_frame(payload)
         for conn in members:
             if conn.wants_json:
-                conn.send(payload)
+                conn.send_frame(frame, payload)
         return len(members)
 
     def _is_newer(self, session_id: str, revision: int) -> bool:

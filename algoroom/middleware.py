@@ -91,13 +91,17 @@ def cors_middleware_factory(allowed_origins: tuple[str, ...]) -> Callable:
 
 async def read_json_body(request: web.Request, limit: int) -> object:
     """The request's JSON body (``{}`` when empty), read without ever holding more than ``limit``."""
-    if request.content_length is not None and request.content_length > limit:
+    length = request.content_length
+    if length is not None and length > limit:
         raise PayloadTooLarge(f"Request body exceeds {limit} bytes")
-    body = bytearray()
-    while chunk := await request.content.readany():
-        body += chunk
-        if len(body) > limit:
-            raise PayloadTooLarge(f"Request body exceeds {limit} bytes")
+    if length is not None:  # the common case: the size is declared and within the limit
+        body: bytes | bytearray = await request.read()
+    else:  # chunked: count as it arrives
+        body = bytearray()
+        while chunk := await request.content.readany():
+            body += chunk
+            if len(body) > limit:
+                raise PayloadTooLarge(f"Request body exceeds {limit} bytes")
     if not body.strip():
         return {}
     try:

@@ -7,6 +7,7 @@ middleware and the OpenAPI document both read them.
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Callable
 
 from aiohttp import web
@@ -53,11 +54,17 @@ def errors(*statuses: int) -> Callable:
 
 
 async def session_response(service, session, status: int = 200) -> web.Response:
-    return web.json_response(
-        _session_schema.dump(await service.describe(session)),
-        status=status,
-        headers={"ETag": f'"{session.revision}"'},
+    wire = await service.describe(session)
+    body = _dumps({key: wire[attr] for attr, key in _SESSION_WIRE_KEYS})
+    return web.Response(
+        body=body.encode(), status=status, content_type="application/json", headers={"ETag": f'"{session.revision}"'}
     )
+
+
+#: (attribute, wire name) of every SessionSchema field: the same renaming ``dump`` does,
+#: without its per-field machinery on the hottest path (the fields are plain str/int).
+_SESSION_WIRE_KEYS = tuple((name, field.data_key or name) for name, field in _session_schema.fields.items())
+_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 
 
 @docs(tags=["health"], summary="Liveness check")
