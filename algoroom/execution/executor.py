@@ -16,30 +16,20 @@ import logging
 import os
 import re
 import shutil
-import tempfile
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ..errors import ExecutionUnavailable, UnknownLanguage
 from ..languages import LANGUAGES, Language
 from .limits import ExecutionLimits
+from .outcome import Outcome
 from .pipes import make_pipe
 from .prestart import PrestartPool
-from .outcome import Outcome
-from .process import ProcessRun
+from .process import ProcessRun, StageLimits
 from .result import UNSANDBOXED_WARNING, RunResult, judge
-from .sandbox import (
-    Sandbox,
-    SandboxTools,
-    SandboxUnavailable,
-    check_host,
-    compile_script,
-    make_etc_dir,
-    rlimit_args,
-    sandbox_env,
-    substitute,
-)
+from .sandbox import Sandbox, SandboxTools, SandboxUnavailable, check_host, make_etc_dir
 from .slots import DEFAULT_UID_BASE, Slot, SlotPool, UidLeases
+from .unsandboxed import unsandboxed_run
 from .watchdog import MemoryWatchdog, sweep_uid
 
 log = logging.getLogger("algoroom.execution")
@@ -329,9 +319,7 @@ class Executor:
         common: dict[str, Any] = {
             "stdin_fd": stdin_fd,
             "compile_pipe": compile_pipe,
-            "output_cap": limits.output_bytes,
-            "wall_ms": limits.wall_ms,
-            "compile_wall_ms": limits.compile_wall_ms if lang.compile is not None else None,
+            "limits": StageLimits.of(limits, compiled=lang.compile is not None),
         }
         if self._sandbox is not None:
             info_pipe = make_pipe()  # both ends, like compile_pipe's, are the ProcessRun's to close
@@ -346,43 +334,10 @@ class Executor:
             pass_fds = (source_fd, info_pipe[1]) + ((compile_pipe[1],) if compile_pipe else ())
             run = ProcessRun(
                 argv, env=dict(_SPAWN_ENV), pass_fds=pass_fds, info_pipe=info_pipe, uid=slot.uid,
-                watchdog=self._watchdog,
-                memory_kb=limits.memory_mb * 1024,
-                compile_memory_kb=max(limits.memory_mb, limits.compile_memory_mb) * 1024, **common,
+                watchdog=self._watchdog, **common,
             )
             return run, None
-        return self._prepare_unsandboxed(lang, code, args, limits, compile_pipe, common)
-
-    def _prepare_unsandboxed(
-        self,
-        lang: Language,
-        code: str,
-        args: tuple[str, ...],
-        limits: ExecutionLimits,
-        compile_pipe: tuple[int, int] | None,
-        common: dict[str, Any],
-    ) -> tuple[ProcessRun, str]:
-        """Development only: rlimits and a temp dir, no namespaces, no uid, no watchdog."""
-        prlimit = self._tools.prlimit if self._tools else shutil.which("prlimit") or "prlimit"
-        bash = self._tools.bash if self._tools else shutil.which("bash") or "bash"
-        workdir = tempfile.mkdtemp(prefix="algoroom-unsafe-")
-        with open(os.path.join(workdir, lang.file_name), "w", encoding="utf-8") as f:
-            f.write(code)
-        compiled = lang.compile is not None
-        memory_mb = max(limits.memory_mb, limits.compile_memory_mb) if compiled else limits.memory_mb
-        cpu_ms = max(limits.cpu_ms, limits.compile_wall_ms) if compiled else limits.cpu_ms
-        argv = [prlimit, *rlimit_args(limits, memory_mb=memory_mb, cpu_ms=cpu_ms), "--"]
-        if compile_pipe is not None:
-            argv += [bash, "-c", compile_script(lang, limits, compile_pipe[1]), "main", *args]
-        else:
-            argv += [*substitute(lang.run, limits), *args]
-        env = sandbox_env(lang)
-        env.update(HOME=workdir, TMPDIR=workdir)
-        run = ProcessRun(
-            argv, env=env, cwd=workdir, pass_fds=(compile_pipe[1],) if compile_pipe else (),
-            own_process_group=True, **common,
-        )
-        return run, workdir
+        return unsandboxed_run(self._tools, lang, code, args, limits, compile_pipe, common)
 
     async def _drive(
         self,

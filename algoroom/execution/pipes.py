@@ -12,6 +12,7 @@ The compile stage reports on its own pipe: the compiler's output, then a trailer
 
 from __future__ import annotations
 
+import asyncio
 import fcntl
 import os
 
@@ -87,3 +88,41 @@ def parse_compile_trailer(stream: Stream, cap: int) -> tuple[int | None, int, by
     if stream.size <= cap:  # the trailer is inside what was kept: cut it off
         output = output.rsplit(b"\n", 4)[0]
     return int(parts[3]), parse_times(parts[2]), output
+
+
+class Feeder:
+    """Writes data into pipes (a run's script, its stdin) and closes them, never blocking
+    the event loop on a reader that takes its time; a reader that goes away (EPIPE) just
+    did not want the rest."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._pending: dict[int, memoryview] = {}
+
+    def feed(self, fd: int, data: bytes) -> None:
+        os.set_blocking(fd, False)
+        self._pending[fd] = memoryview(data)
+        self._write(fd, registered=False)
+
+    def _write(self, fd: int, registered: bool = True) -> None:
+        view = self._pending[fd]
+        try:
+            while view:
+                view = view[os.write(fd, view):]
+        except BlockingIOError:
+            self._pending[fd] = view
+            if not registered:
+                self._loop.add_writer(fd, self._write, fd)
+            return
+        except OSError:
+            pass
+        if registered:
+            self._loop.remove_writer(fd)
+        del self._pending[fd]
+        os.close(fd)
+
+    def close(self) -> None:
+        for fd in self._pending:
+            self._loop.remove_writer(fd)
+            os.close(fd)
+        self._pending.clear()

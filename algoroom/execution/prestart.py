@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from ..languages import Language
 from .limits import ExecutionLimits
 from .pipes import make_input_pipe, make_pipe
-from .process import ProcessRun
+from .process import ProcessRun, StageLimits
 from .sandbox import Sandbox, launcher_script
 from .slots import Slot
 from .watchdog import MemoryWatchdog, sweep_uid
@@ -38,17 +38,10 @@ class Prestarted:
 
     def prepare(self, lang: Language, limits: ExecutionLimits, code: str, stdin: str, args: tuple[str, ...]) -> None:
         """Give the waiting sandbox its run (takes effect when the run is executed)."""
-        self.run.configure(
-            compiled=lang.compile is not None,
-            output_cap=limits.output_bytes,
-            wall_ms=limits.wall_ms,
-            compile_wall_ms=limits.compile_wall_ms if lang.compile is not None else None,
-            memory_kb=limits.memory_mb * 1024,
-            compile_memory_kb=max(limits.memory_mb, limits.compile_memory_mb) * 1024,
-            script=launcher_script(lang, limits, code=code, args=args, compile_fd=self.compile_fd,
-                                   script_fd=self.script_fd),
-            stdin=stdin.encode("utf-8"),
-        )
+        script = launcher_script(lang, limits, code=code, args=args, compile_fd=self.compile_fd,
+                                 script_fd=self.script_fd)
+        self.run.configure(StageLimits.of(limits, compiled=lang.compile is not None), script=script,
+                           stdin=stdin.encode("utf-8"))
 
 
 class PrestartPool:
@@ -72,9 +65,9 @@ class PrestartPool:
             uid=slot.uid, ceilings=self._ceilings, info_fd=info[1], script_fd=script[0]
         )
         run = ProcessRun(
-            argv, env=dict(self._env), stdin_pipe=stdin, script_pipe=script, compile_pipe=compile_pipe, compiled=False,
+            argv, env=dict(self._env), stdin_pipe=stdin, script_pipe=script, compile_pipe=compile_pipe,
             info_pipe=info, pass_fds=(info[1], script[0], compile_pipe[1]), uid=slot.uid, watchdog=self._watchdog,
-            output_cap=self._ceilings.output_bytes, wall_ms=self._ceilings.wall_ms,
+            limits=StageLimits.of(self._ceilings, compiled=False),
         )
         if run.spawn():
             self._ready[slot.index] = Prestarted(run, compile_fd=compile_pipe[1], script_fd=script[0])

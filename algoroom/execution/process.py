@@ -8,9 +8,9 @@ Why it is built this way:
   even past the output cap: a writer on an undrained pipe blocks until the wall limit.
   asyncio's own subprocess transport is not used, so CPython issue 119710
   (``Process.wait()`` waits for pipe EOF on 3.11-3.13) does not apply.
-- Exit is observed through a pidfd and reaped with ``wait4``, whose rusage covers every
-  process of the run that was reaped inside it (with ``--as-pid-1`` that is all of
-  them): the run's CPU time. Signals go through the pidfd, so a reused pid is never hit.
+- Exit is observed and killing done through pidfds (tree.py); the spawned process is
+  reaped with ``wait4``, whose rusage covers every process of the run that was reaped
+  inside it (with ``--as-pid-1`` that is all of them): the run's CPU time.
 - Stages: a compiled language first compiles (its own deadline and memory limit, its
   output on a third pipe ending in a status trailer), then runs with the run limits.
 """
@@ -21,20 +21,41 @@ import asyncio
 import json
 import logging
 import os
-import signal
+import resource
 import subprocess
 from collections.abc import Sequence
+from dataclasses import dataclass
 
+from .limits import ExecutionLimits
 from .outcome import Outcome
-from .pipes import READ_CHUNK, Stream, make_pipe, parse_compile_trailer
-from .watchdog import MemoryWatchdog, own_memory_high_water_kb, scan_pid_uid
+from .pipes import READ_CHUNK, Feeder, Stream, make_pipe, parse_compile_trailer
+from .tree import ProcessTree
+from .watchdog import MemoryWatchdog, own_memory_high_water_kb
 
 log = logging.getLogger("algoroom.execution")
 
 #: After the process exited and was killed, how long its pipes may take to reach EOF.
 EOF_GRACE_S = 2.0
-#: After the program was SIGKILLed, how long bwrap may take to notice and exit.
-OUTER_KILL_GRACE_S = 1.0
+
+
+@dataclass(frozen=True)
+class StageLimits:
+    """What a ProcessRun enforces itself (the rest are rlimits set by its command line)."""
+
+    output_cap: int
+    wall_ms: int
+    memory_kb: int
+    compiled: bool = False
+    compile_wall_ms: int = 0
+    compile_memory_kb: int = 0
+
+    @classmethod
+    def of(cls, limits: ExecutionLimits, *, compiled: bool) -> StageLimits:
+        return cls(
+            output_cap=limits.output_bytes, wall_ms=limits.wall_ms, memory_kb=limits.memory_mb * 1024,
+            compiled=compiled, compile_wall_ms=limits.compile_wall_ms,
+            compile_memory_kb=max(limits.memory_mb, limits.compile_memory_mb) * 1024,
+        )
 
 
 class ProcessRun:
@@ -54,16 +75,11 @@ class ProcessRun:
         script_pipe: tuple[int, int] | None = None,
         pass_fds: tuple[int, ...] = (),
         compile_pipe: tuple[int, int] | None = None,
-        compiled: bool | None = None,
         info_pipe: tuple[int, int] | None = None,
         cwd: str = "/",
-        output_cap: int,
-        wall_ms: int,
-        compile_wall_ms: int | None = None,
+        limits: StageLimits,
         uid: int | None = None,
         watchdog: MemoryWatchdog | None = None,
-        memory_kb: int = 0,
-        compile_memory_kb: int = 0,
         own_process_group: bool = False,
     ) -> None:
         self._argv = list(argv)
@@ -71,34 +87,26 @@ class ProcessRun:
         self._stdin_fd = stdin_fd
         self._pass_fds = pass_fds
         self._compile_pipe = compile_pipe
-        self._compiled = compile_pipe is not None if compiled is None else compiled
         self._info_pipe = info_pipe
         self._stdin_pipe = stdin_pipe
         self._script_pipe = script_pipe
         self._script = b""
         self._stdin_data = b""
-        self._feeding: dict[int, memoryview] = {}
+        self._feeder: Feeder | None = None
         self._spawned = False
         self._armed = False
         self._cwd = cwd
-        self._cap = output_cap
-        self._wall_s = wall_ms / 1000
-        self._compile_wall_s = None if compile_wall_ms is None else compile_wall_ms / 1000
         self._uid = uid
         self._watchdog = watchdog
-        self._memory_kb = memory_kb
-        self._compile_memory_kb = compile_memory_kb
         self._own_group = own_process_group
+        self._set_limits(limits)
 
         self.outcome = Outcome()
         self._captured = 0
         self._streams: list[Stream] = []
         self._compile_stream: Stream | None = None
         self._info_stream: Stream | None = None
-        #: pidfd of the program itself (pid 1 of the run's namespace), from bwrap's --info-fd.
-        self._inner_pidfd: int | None = None
-        self._proc: subprocess.Popen[bytes] | None = None
-        self._pidfd: int | None = None
+        self._tree: ProcessTree | None = None
         self._exited = False
         self._rusage_cpu_ms = 0
         self._max_rss_kb = 0
@@ -106,7 +114,6 @@ class ProcessRun:
         self._compile_cpu_ms = 0
         self._timer: asyncio.TimerHandle | None = None
         self._grace: asyncio.TimerHandle | None = None
-        self._outer_kill: asyncio.TimerHandle | None = None
         self._watch = None
         self._done: asyncio.Future[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -154,7 +161,7 @@ class ProcessRun:
                 self._info_stream = Stream("info", self._info_pipe[0])
             stdin = self._stdin_pipe[0] if self._stdin_pipe is not None else self._stdin_fd
             try:
-                self._proc = subprocess.Popen(  # noqa: ASYNC220 -- vfork + exec: returns in about a ms
+                proc = subprocess.Popen(  # noqa: ASYNC220 -- vfork + exec: returns in about a ms
                     self._argv,
                     stdin=stdin,
                     stdout=out_w,
@@ -173,8 +180,7 @@ class ProcessRun:
             for fd in to_close:
                 os.close(fd)
         self._server_hwm_kb = own_memory_high_water_kb()
-        self._pidfd = os.pidfd_open(self._proc.pid)
-        loop.add_reader(self._pidfd, self._on_exit_readable)
+        self._tree = ProcessTree(loop, proc, uid=self._uid, own_group=self._own_group, on_exit=self._on_exit)
         for stream in self._all_streams():
             loop.add_reader(stream.fd, self._on_readable, stream)
         if self._info_stream is not None:
@@ -183,34 +189,26 @@ class ProcessRun:
 
     @property
     def pid(self) -> int | None:
-        return self._proc.pid if self._proc is not None and not self._exited else None
+        return self._tree.proc.pid if self._tree is not None and not self._exited else None
 
     @property
     def waiting(self) -> bool:
         """Spawned, not started, and still alive: usable as a pre-started sandbox."""
         return self._spawned and not self._armed and not self._exited
 
-    def configure(
-        self,
-        *,
-        compiled: bool,
-        output_cap: int,
-        wall_ms: int,
-        compile_wall_ms: int | None,
-        memory_kb: int,
-        compile_memory_kb: int,
-        script: bytes = b"",
-        stdin: bytes = b"",
-    ) -> None:
+    def configure(self, limits: StageLimits, *, script: bytes = b"", stdin: bytes = b"") -> None:
         """Set the limits of the run a pre-started sandbox is about to get, and its input."""
-        self._compiled = compiled
-        self._cap = output_cap
-        self._wall_s = wall_ms / 1000
-        self._compile_wall_s = None if compile_wall_ms is None else compile_wall_ms / 1000
-        self._memory_kb = memory_kb
-        self._compile_memory_kb = compile_memory_kb
+        self._set_limits(limits)
         self._script = script
         self._stdin_data = stdin
+
+    def _set_limits(self, limits: StageLimits) -> None:
+        self._compiled = limits.compiled
+        self._cap = limits.output_cap
+        self._wall_s = limits.wall_ms / 1000
+        self._compile_wall_s = limits.compile_wall_ms / 1000
+        self._memory_kb = limits.memory_kb
+        self._compile_memory_kb = limits.compile_memory_kb
 
     async def execute(self) -> Outcome:
         try:
@@ -235,37 +233,10 @@ class ProcessRun:
         if self._watchdog is not None and self._uid is not None:
             limit = self._compile_memory_kb if self._compiled else self._memory_kb
             self._watch = self._watchdog.watch(self._uid, limit, lambda used: self.kill("memory"))
+        self._feeder = Feeder(loop)
         for pipe, data in ((self._script_pipe, self._script), (self._stdin_pipe, self._stdin_data)):
             if pipe is not None:
-                self._feed(pipe[1], data)
-
-    def _feed(self, fd: int, data: bytes) -> None:
-        """Write ``data`` to a pipe and close it, without blocking the loop on a slow reader."""
-        assert self._loop is not None
-        os.set_blocking(fd, False)
-        view = memoryview(data)
-        self._feeding[fd] = view
-
-        def write() -> None:
-            nonlocal view
-            try:
-                while view:
-                    view = view[os.write(fd, view):]
-            except BlockingIOError:
-                self._feeding[fd] = view
-                if not registered[0]:
-                    self._loop.add_writer(fd, write)
-                    registered[0] = True
-                return
-            except OSError:  # the reader is gone (EPIPE): the program did not want it all
-                pass
-            if registered[0]:
-                self._loop.remove_writer(fd)
-            del self._feeding[fd]
-            os.close(fd)
-
-        registered = [False]
-        write()
+                self._feeder.feed(pipe[1], data)
 
     @property
     def reaped_by_sandbox(self) -> bool:
@@ -277,34 +248,8 @@ class ProcessRun:
         """Kill the whole run (first reason wins). Safe at any time, also after exit."""
         if self.outcome.killed_for is None and not self._exited:
             self.outcome.killed_for = reason
-        if self._exited or self._pidfd is None or self._proc is None:
-            return
-        if self._inner_pidfd is not None:
-            # Kill the program while bwrap is alive to reap it: killing bwrap first would
-            # leave pid 1 a zombie of the host's init for a while, holding the slot's uid.
-            # bwrap then exits by itself; it is killed too only if it has not after a grace.
-            try:
-                signal.pidfd_send_signal(self._inner_pidfd, signal.SIGKILL)
-            except OSError:
-                pass
-            if self._loop is not None and self._outer_kill is None:
-                self._outer_kill = self._loop.call_later(OUTER_KILL_GRACE_S, self._kill_outer)
-            return
-        self._kill_outer()
-
-    def _kill_outer(self) -> None:
-        self._outer_kill = None
-        if self._exited or self._pidfd is None or self._proc is None:
-            return
-        if self._own_group:
-            try:
-                os.killpg(self._proc.pid, signal.SIGKILL)
-            except OSError:
-                pass
-        try:
-            signal.pidfd_send_signal(self._pidfd, signal.SIGKILL)
-        except OSError:  # already exited, not yet reaped
-            pass
+        if self._tree is not None and not self._exited:
+            self._tree.kill()
 
     # -- event callbacks -------------------------------------------------------------
 
@@ -344,23 +289,12 @@ class ProcessRun:
                 info = json.loads(b"".join(stream.chunks))
             except ValueError:
                 return  # incomplete yet
-            self._adopt_inner(info.get("child-pid"))
+            if self._tree is not None and self._tree.adopt_inner(info.get("child-pid")):
+                if self.outcome.killed_for is not None:  # a kill came before we knew the pid
+                    self._tree.kill()
         self._loop.remove_reader(stream.fd)
         os.close(stream.fd)
         stream.eof = True
-
-    def _adopt_inner(self, pid: object) -> None:
-        if not isinstance(pid, int) or self._exited or self._inner_pidfd is not None:
-            return
-        try:
-            self._inner_pidfd = os.pidfd_open(pid)
-        except OSError:  # already gone
-            return
-        if self._uid is not None and scan_pid_uid(pid)[:1] != (self._uid,):  # gone and the pid reused meanwhile
-            os.close(self._inner_pidfd)
-            self._inner_pidfd = None
-        elif self.outcome.killed_for is not None:  # a kill came before we knew the pid
-            self.kill(self.outcome.killed_for)
 
     def _take_output(self, stream: Stream, chunk: bytes) -> None:
         room = self._cap - self._captured
@@ -408,21 +342,10 @@ class ProcessRun:
         in_compile = self._compiled and self._compile_stream is not None and not self._compile_stream.eof
         self.kill("compile_timeout" if in_compile else "timeout")
 
-    def _on_exit_readable(self) -> None:
-        assert self._loop is not None and self._proc is not None and self._pidfd is not None
-        try:
-            pid, status, rusage = os.wait4(self._proc.pid, os.WNOHANG)
-        except ChildProcessError:  # reaped elsewhere (should not happen): treat as exited
-            pid, status, rusage = self._proc.pid, 0, None
-        if pid == 0:
-            return
+    def _on_exit(self, code: int, rusage: resource.struct_rusage | None) -> None:
+        assert self._loop is not None
         self._t_exit = self._loop.time()
         self._exited = True
-        self._loop.remove_reader(self._pidfd)
-        os.close(self._pidfd)
-        self._pidfd = None
-        code = os.waitstatus_to_exitcode(status)
-        self._proc.returncode = code
         if code < 0:
             self.outcome.term_signal = -code
         else:
@@ -430,15 +353,9 @@ class ProcessRun:
         if rusage is not None:
             self._rusage_cpu_ms = round((rusage.ru_utime + rusage.ru_stime) * 1000)
             self._max_rss_kb = rusage.ru_maxrss
-        for handle in (self._timer, self._outer_kill):
-            if handle is not None:
-                handle.cancel()
-        self._timer = self._outer_kill = None
-        if self._own_group:  # unsandboxed: no pid namespace ends the stragglers for us
-            try:
-                os.killpg(self._proc.pid, signal.SIGKILL)
-            except OSError:
-                pass
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         if not self._check_done():
             self._grace = self._loop.call_later(EOF_GRACE_S, self._on_grace_expired)
 
@@ -476,18 +393,12 @@ class ProcessRun:
 
     def _cleanup(self) -> None:
         loop = self._loop
-        for handle in (self._timer, self._grace, self._outer_kill):
+        for handle in (self._timer, self._grace):
             if handle is not None:
                 handle.cancel()
-        self._timer = self._grace = self._outer_kill = None
-        if self._inner_pidfd is not None:
-            os.close(self._inner_pidfd)
-            self._inner_pidfd = None
-        for fd in list(self._feeding):
-            if loop is not None:
-                loop.remove_writer(fd)
-            os.close(fd)
-        self._feeding.clear()
+        self._timer = self._grace = None
+        if self._feeder is not None:
+            self._feeder.close()
         if not self._armed:  # never fed: our ends of the input pipes are still open
             for pipe in (self._script_pipe, self._stdin_pipe):
                 if pipe is not None:
@@ -505,20 +416,6 @@ class ProcessRun:
                     loop.remove_reader(stream.fd)
                     os.close(stream.fd)
                     stream.eof = True
-            if self._pidfd is not None:
-                loop.remove_reader(self._pidfd)
-        if self._pidfd is not None and self._proc is not None and not self._exited:
-            # Only reached if execute() itself failed: never leave the process behind.
-            try:
-                signal.pidfd_send_signal(self._pidfd, signal.SIGKILL)
-            except OSError:
-                pass
-            try:
-                os.waitpid(self._proc.pid, 0)  # SIGKILLed: returns promptly
-            except ChildProcessError:
-                pass
-            self._proc.returncode = -signal.SIGKILL
+        if self._tree is not None:
+            self._tree.close()  # kills and reaps it if execute() itself failed midway
             self._exited = True
-        if self._pidfd is not None:
-            os.close(self._pidfd)
-            self._pidfd = None

@@ -28,7 +28,9 @@ Each wrapper execs the next, so the pid we spawn is the pid we kill. Why each pi
 
 A compiled language runs ``bash -c`` as pid 1: the compiler first, its output on a
 separate pipe followed by a status trailer, then the program ``exec``'d in its place
-with the run stage's tighter limits.
+with the run stage's tighter limits. A pre-started sandbox (prestart.py) is the same
+sandbox with bash as pid 1 waiting for ``launcher_script``, which writes the source with
+a builtin, lowers the rlimits to the run's and ``exec``s the same stage script.
 """
 
 from __future__ import annotations

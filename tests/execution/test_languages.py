@@ -198,3 +198,25 @@ async def test_standard_streams_can_be_reopened(executor: Executor) -> None:
     result = await executor.run("python", code, stdin="in")
     assert result.status == "ok", result
     assert result.stdout == "out\nin\n" and result.stderr == "err\n"
+
+
+async def test_large_stdin_and_source(executor: Executor) -> None:
+    stdin = "x" * 1_000_000 + "\n"
+    code = "import sys\ndata = sys.stdin.read()\nprint(len(data))\n" + "# padding\n" * 20_000
+    result = await executor.run("python", code, stdin=stdin)
+    assert result.status == "ok", result
+    assert result.stdout == "1000001\n"
+
+
+async def test_unusual_bytes_in_source_and_args(executor: Executor) -> None:
+    code = "import sys\nprint(repr('\\\\ \\' \" $HOME `id` \\x01 é 🙂'), sys.argv[1:])\n"
+    result = await executor.run("python", code, args=["$(id)", "a'b", "", "ü"])
+    assert result.status == "ok", result
+    assert result.stdout == repr("\\ ' \" $HOME `id` \x01 é 🙂") + " ['$(id)', \"a'b\", '', 'ü']\n"
+
+
+async def test_source_with_nul_byte(executor: Executor) -> None:
+    # A NUL cannot go through a pre-started sandbox's bash: such a run starts on demand.
+    result = await executor.run("bash", "tail -c 2 main.sh | tr '\\0' '@'; echo\n#\x00")
+    assert result.status == "ok", result
+    assert result.stdout == "#@\n"
