@@ -13,8 +13,9 @@ from collections.abc import AsyncIterator
 
 from aiohttp import WSCloseCode, web
 
-from . import docs, execute, rest, ws
+from . import collab, docs, execute, rest, ws
 from .cluster import LocalCluster, RedisCluster
+from .documents import DocumentManager
 from .expiry import run_expiry
 from .hub import SessionHub
 from .keys import HUB, OPENAPI, SERVICE, SETTINGS
@@ -39,12 +40,14 @@ def create_app(settings: Settings | None = None) -> web.Application:
     app[OPENAPI] = {}
     app.cleanup_ctx.append(_service_ctx)
     app.cleanup_ctx.append(_expiry_ctx)
+    app.cleanup_ctx.append(collab.upkeep_ctx)
     app.cleanup_ctx.append(execute.executor_ctx)
     app.on_shutdown.append(_close_sockets)
 
     rest.add_routes(app)
     execute.add_routes(app)
     ws.add_routes(app)
+    collab.add_routes(app)
     docs.add_routes(app)
     app.router.add_get("/openapi.json", openapi_json, allow_head=False)
     return app
@@ -65,11 +68,18 @@ async def _service_ctx(app: web.Application) -> AsyncIterator[None]:
         )
     else:
         cluster = LocalCluster(app[HUB])
+    documents = DocumentManager(
+        store,
+        cluster,
+        flush_delay=settings.yjs_flush_ms / 1000,
+        unload_after=settings.yjs_unload_seconds,
+    )
     try:
         await cluster.start()
-        app[SERVICE] = SessionService(store, cluster)
+        app[SERVICE] = SessionService(store, cluster, documents)
         yield
     finally:
+        await documents.close()  # saves every changed document before the store closes
         await cluster.stop()
         await store.close()
 

@@ -144,9 +144,14 @@ async def update_code(request: web.Request) -> web.Response:
     data = request["data"]
     session_id = request.match_info["sessionId"]
     if_match = parse_if_match(request.headers.get("If-Match"))
-    expected = if_match if if_match is not None else data.get("base_revision")
     try:
-        session = await service.update_code(session_id, data["code"], data.get("language"), expected_revision=expected)
+        session = await service.update_code(
+            session_id,
+            data["code"],
+            data.get("language"),
+            expected_revision=if_match,
+            base_revision=data.get("base_revision"),
+        )
     except RevisionConflict as conflict:
         if if_match is not None:
             conflict.status = 412

@@ -79,7 +79,10 @@ class UpdateCodeSchema(Schema):
         data_key="baseRevision",
         strict=True,
         validate=validate.Range(min=0),
-        metadata={"description": "The revision this edit started from (optimistic concurrency)."},
+        metadata={
+            "description": "The revision this edit started from: the change is merged into the current "
+            "text instead of replacing edits made since (409 if that revision is too old to merge)."
+        },
     )
 
 

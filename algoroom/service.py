@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from .cluster import LocalCluster
+from .documents import DocumentManager
 from .errors import SessionNotFound
 from .messages import code_update_message, execution_message
 from .sessions import Session, isoformat
@@ -23,9 +24,10 @@ CLOSE_SESSION_DELETED = 4410
 
 
 class SessionService:
-    def __init__(self, store: SessionStore, cluster: LocalCluster) -> None:
+    def __init__(self, store: SessionStore, cluster: LocalCluster, documents: DocumentManager) -> None:
         self.store = store
         self.cluster = cluster
+        self.documents = documents
 
     async def create(self, language: str) -> Session:
         session = Session.new(language)
@@ -45,21 +47,29 @@ class SessionService:
         language: str | None = None,
         *,
         expected_revision: int | None = None,
+        base_revision: int | None = None,
     ) -> Session:
-        """Store the new buffer (revision + 1), then send ``code_update`` to every socket."""
-        session = await self.store.update_code(
-            session_id, code, language, expected_revision=expected_revision
+        """Apply the new buffer to the session's document as a minimal diff and save it
+        (revision + 1), then send ``code_update`` to every socket.
+
+        ``expected_revision`` refuses a stale edit (If-Match); ``base_revision`` instead
+        merges it against the text of that revision, keeping what others changed since.
+        """
+        session = await self.documents.apply_text(
+            session_id, code, language, expected_revision=expected_revision, base_revision=base_revision
         )
         self.cluster.broadcast(session.id, code_update_message(session), revision=session.revision)
         return session
 
     async def current_code(self, session: Session) -> str:
-        """The text a run executes: the session's current code."""
-        return session.code
+        """The text a run executes: the live document's if it is loaded here."""
+        document = self.documents.loaded(session.id)
+        return document.text if document is not None else session.code
 
     async def delete(self, session_id: str) -> None:
         if not await self.store.delete(session_id):
             raise SessionNotFound(session_id)
+        self.documents.forget(session_id)
         await self.cluster.close_session(session_id, CLOSE_SESSION_DELETED, b"session deleted")
 
     async def share_execution_result(self, session_id: str, result: dict[str, Any], **extra: Any) -> None:

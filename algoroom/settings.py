@@ -66,6 +66,14 @@ class Settings:
         7 * 24 * 3600,
         "Seconds after which a session with no participants and no change expires (swept in the background).",
     )
+    yjs_flush_ms: int = _setting(
+        50,
+        "Yjs edits are saved, and sent to JSON sockets as one `code_update`, this many ms after a change "
+        "(1 s for documents over 256 KiB).",
+    )
+    yjs_unload_seconds: float = _setting(
+        30.0, "A document with no Yjs connection is saved and unloaded from memory after this many idle seconds."
+    )
     max_body_bytes: int = _setting(1024 * 1024, "Largest accepted request body, in bytes (413 above).")
     ws_max_message_bytes: int = _setting(
         8 * 1024 * 1024, "Largest accepted WebSocket message, in bytes (the socket is closed with 1009 above)."
@@ -132,6 +140,20 @@ def documented_settings() -> list[tuple[str, Any, str]]:
     return [(env_name(s), _default(s), s.metadata["help"]) for s in dataclasses.fields(Settings)]
 
 
+def markdown_table() -> str:
+    """The README's configuration table (``python -m algoroom.settings`` prints it)."""
+    rows = ["| Variable | Default | Meaning |", "|---|---|---|"]
+    for name, default, help_text in documented_settings():
+        if isinstance(default, tuple):
+            shown = ",".join(default)
+        elif isinstance(default, bool):
+            shown = str(default).lower()
+        else:
+            shown = str(default)
+        rows.append(f"| `{name}` | {f'`{shown}`' if shown else '(empty)'} | {help_text} |")
+    return "\n".join(rows)
+
+
 def _default(spec: dataclasses.Field) -> Any:
     if spec.default is not dataclasses.MISSING:
         return spec.default
@@ -155,3 +177,7 @@ def _parse(spec: dataclasses.Field, name: str, raw: str) -> Any:
         return kind(raw.strip())
     except ValueError:
         raise ValueError(f"invalid value for {name}: {raw!r} (expected {kind.__name__})") from None
+
+
+if __name__ == "__main__":
+    print(markdown_table())

@@ -41,7 +41,7 @@ async def _on_code_update(service: SessionService, conn: Connection, data: dict[
         conn.session_id,
         data["code"],
         data.get("language"),
-        expected_revision=data.get("base_revision"),
+        base_revision=data.get("base_revision"),
     )
 
 

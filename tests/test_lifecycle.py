@@ -29,12 +29,24 @@ async def test_if_match_stale_revision_is_412_and_changes_nothing(client, sessio
     assert (await (await client.get(f"/sessions/{session_id}")).json())["code"] == "first"
 
 
-async def test_base_revision_stale_is_409(client, session_id):
+async def test_base_revision_merges_edits_made_since(client, session_id):
+    base = await (await client.put(f"/sessions/{session_id}/code", json={"code": "a = 1\nb = 2\n"})).json()
+    assert base["revision"] == 1
+    # Two clients both start from revision 1 and edit different lines.
+    first = await client.put(f"/sessions/{session_id}/code", json={"code": "a = 10\nb = 2\n", "baseRevision": 1})
+    assert first.status == 200
+    second = await client.put(f"/sessions/{session_id}/code", json={"code": "a = 1\nb = 20\n", "baseRevision": 1})
+    assert second.status == 200
+    body = await second.json()
+    assert body["code"] == "a = 10\nb = 20\n"
+    assert body["revision"] == 3
+
+
+async def test_base_revision_that_cannot_be_merged_is_409(client, session_id):
     await client.put(f"/sessions/{session_id}/code", json={"code": "first"})
-    resp = await client.put(f"/sessions/{session_id}/code", json={"code": "stale", "baseRevision": 0})
-    await assert_error(resp, 409, "REVISION_CONFLICT")
-    ok = await client.put(f"/sessions/{session_id}/code", json={"code": "fresh", "baseRevision": 1})
-    assert (await ok.json())["revision"] == 2
+    resp = await client.put(f"/sessions/{session_id}/code", json={"code": "x", "baseRevision": 999})
+    body = await assert_error(resp, 409, "REVISION_CONFLICT")
+    assert body["details"]["currentRevision"] == 1
 
 
 async def test_garbage_if_match_is_400(client, session_id):

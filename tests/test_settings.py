@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from algoroom.__main__ import parse_args
-from algoroom.settings import Settings, documented_settings
+from algoroom.settings import Settings, documented_settings, markdown_table
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 
@@ -16,6 +16,8 @@ def test_every_setting_is_documented_in_the_readme():
     text = README.read_text()
     missing = [name for name, _default, _help in documented_settings() if f"`{name}`" not in text]
     assert missing == []
+    # The table is generated: `python -m algoroom.settings` prints what belongs in the README.
+    assert markdown_table() in text
 
 
 def test_defaults():

@@ -37,6 +37,7 @@ from .protocol import (
     SyncMessage,
     decode_message,
     encode_sync_step1,
+    read_state_vector,
     update_clock_ranges,
     encode_sync_step2,
     encode_update,
@@ -323,8 +324,14 @@ class YRoom:
         self._retry_pending()
 
     def _has_gap(self, update: bytes) -> bool:
+        ranges = update_clock_ranges(update)
         clocks = self._clocks
-        return any(start > clocks.get(client, 0) for client, (start, _) in update_clock_ranges(update).items())
+        if all(start <= clocks.get(client, 0) for client, (start, _) in ranges.items()):
+            return False
+        # The fast bookkeeping says "gap": confirm against the document's own state vector
+        # (authoritative, ~150 us with 50 clients, so only here) and resynchronise with it.
+        clocks.update(read_state_vector(self.doc.get_state()))
+        return any(start > clocks.get(client, 0) for client, (start, _) in ranges.items())
 
     def _retry_pending(self) -> None:
         progress = True

@@ -348,7 +348,7 @@ def test_long_typing_sessions_from_several_clients_all_arrive(room: YRoom) -> No
             text = client.text.encode()
             client.edit(rng.randint(0, len(text)) if text.isascii() else 0, insert=rng.choice("xy世😀"))
             if i % 7 == 0 and len(client.ytext) > 4:
-                client.edit(0, delete=1)
+                client.edit(0, delete=len(client.text[0].encode()))  # one whole character
         pump_all(a, b)
     assert a.text == b.text == room.text
     assert not room._pending

@@ -1,0 +1,97 @@
+"""``/yjs/{sessionId}``: the y-websocket protocol, so stock Yjs editors join a session.
+
+``new WebsocketProvider('ws://host/yjs', sessionId, doc)`` just works: the handler feeds
+binary frames to the session's :class:`~algoroom.yjs.YRoom` and sends what the room
+answers through the socket's bounded queue. A Yjs connection is a participant like a
+JSON socket (``participant_joined``/``participant_left``), but receives only Yjs frames.
+A frame the protocol does not allow closes that connection with 1003 (unsupported data);
+nobody else is affected.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+
+from aiohttp import WSCloseCode, WSMsgType, web
+
+from .errors import ApiError
+from .hub import Connection
+from .keys import SERVICE, SETTINGS
+from .messages import participant_message
+from .tasks import owned_task
+from .ws import CLOSE_UNKNOWN_SESSION, origin_allowed
+from .yjs import ProtocolError
+
+log = logging.getLogger("algoroom.collab")
+
+#: How often idle peers get a keepalive and unused documents are unloaded.
+UPKEEP_SECONDS = 5.0
+
+
+async def yjs_socket(request: web.Request) -> web.StreamResponse:
+    settings, service = request.app[SETTINGS], request.app[SERVICE]
+    session_id = request.match_info["sessionId"]
+    if not origin_allowed(request):
+        raise ApiError("Origin not allowed", status=403, code="ORIGIN_NOT_ALLOWED")
+    ws = web.WebSocketResponse(
+        heartbeat=settings.ws_heartbeat_seconds, max_msg_size=settings.ws_max_message_bytes
+    )
+    await ws.prepare(request)
+    try:
+        document = await service.documents.open(session_id)
+    except ApiError:
+        await ws.close(code=CLOSE_UNKNOWN_SESSION, message=b"session not found")
+        return ws
+
+    conn = Connection(
+        ws,
+        session_id,
+        queue_size=settings.ws_send_queue,
+        send_timeout=settings.ws_send_timeout_seconds,
+        transport=request.transport,
+        wants_json=False,
+    )
+    room = document.room
+    for frame in room.join(conn):
+        conn.send(frame)
+    cluster = service.cluster
+    count = await cluster.join(conn)
+    cluster.broadcast(session_id, participant_message("participant_joined", session_id, count))
+    try:
+        async for msg in ws:
+            if msg.type is WSMsgType.BINARY:
+                try:
+                    room.receive(conn, msg.data)
+                except ProtocolError as error:
+                    log.info("closing a Yjs socket of session %s: %s", session_id, error)
+                    await ws.close(code=WSCloseCode.UNSUPPORTED_DATA, message=b"invalid Yjs message")
+            elif msg.type is WSMsgType.TEXT:
+                await ws.close(code=WSCloseCode.UNSUPPORTED_DATA, message=b"Yjs frames are binary")
+    finally:
+        room.leave(conn)
+        remaining = await cluster.leave(conn)
+        cluster.broadcast(session_id, participant_message("participant_left", session_id, remaining))
+        await conn.flush_and_stop(timeout=0)
+    return ws
+
+
+async def _upkeep(app: web.Application) -> None:
+    documents = app[SERVICE].documents
+    while True:
+        await asyncio.sleep(UPKEEP_SECONDS)
+        documents.keepalive()
+        try:
+            await documents.sweep()
+        except Exception:  # noqa: BLE001 - retried at the next round
+            log.exception("document sweep failed")
+
+
+async def upkeep_ctx(app: web.Application) -> AsyncIterator[None]:
+    async with owned_task(_upkeep(app), name="algoroom-documents-upkeep"):
+        yield
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_get("/yjs/{sessionId}", yjs_socket, allow_head=False)
