@@ -41,6 +41,7 @@ class ServerProcess:
         async with aiohttp.ClientSession() as http:
             while True:
                 if self.process.poll() is not None:
+                    self.terminate()
                     raise RuntimeError(f"server exited with {self.process.returncode}:\n{self.log()}")
                 try:
                     async with http.get(self.url + "/health") as resp:
@@ -49,6 +50,7 @@ class ServerProcess:
                 except aiohttp.ClientError:
                     pass
                 if time.monotonic() > deadline:
+                    self.terminate()
                     raise TimeoutError(f"server not ready after {timeout} s:\n{self.log()}")
                 await asyncio.sleep(0.05)  # polling a process that cannot notify us
 

@@ -36,11 +36,13 @@ async def cluster(redis_server, tmp_path):
         "ALGOROOM_EXEC_ENABLED": "false",
     }
     servers = [ServerProcess(env, tmp_path / f"server{i}.log") for i in range(3)]
-    await asyncio.gather(*(s.start() for s in servers))
-    async with aiohttp.ClientSession() as http:
-        yield servers, http
-    for server in servers:
-        server.terminate()
+    try:
+        await asyncio.gather(*(s.start() for s in servers))
+        async with aiohttp.ClientSession() as http:
+            yield servers, http
+    finally:
+        for server in servers:
+            server.terminate()
 
 
 def ws_url(server: ServerProcess, session_id: str) -> str:
