@@ -303,4 +303,3 @@ async def test_two_processes_converge_through_redis(tmp_path):
                     server.terminate()
     except ServerUnavailable as error:
         unavailable(str(error))
-
