@@ -80,6 +80,9 @@ class Document:
         self.session_id = session.id
         self.language = session.language
         self.revision = session.revision
+        #: The session as last read or saved (what a no-op edit answers with).
+        self.session = session
+        self._text: str | None = None
         self.room = YRoom(session.id, on_change=self._on_change, max_awareness_ids_per_peer=1024)
         self.relay = _RelayPeer(session.id, manager.cluster)
         self.room.join(self.relay)
@@ -93,7 +96,9 @@ class Document:
 
     @property
     def text(self) -> str:
-        return self.room.text
+        if self._text is None:  # reading a pycrdt Text costs a transaction: cache it
+            self._text = self.room.text
+        return self._text
 
     @property
     def connections(self) -> int:
@@ -109,6 +114,7 @@ class Document:
             self.base_states.popitem(last=False)
 
     def _on_change(self, origin: object) -> None:
+        self._text = None
         self.last_used = time.monotonic()
         if origin is self.relay or origin == ORIGIN_LOAD:
             return  # another process saves its own changes; a load is already stored
@@ -284,6 +290,7 @@ class DocumentManager:
                 raise
             document.revision = session.revision
             document.language = session.language
+            document.session = session
             document.remember(session.revision, state)
             return session
         document.dirty = True
@@ -323,6 +330,9 @@ class DocumentManager:
                 await self._refresh_revision(document)
                 if expected_revision != document.revision:
                     raise RevisionConflict(session_id, expected_revision, document.revision)
+            unchanged = text == document.text and (language is None or language == document.language)
+            if unchanged and base_revision is None and not document.dirty:
+                return document.session  # nothing to change or save
             if language is not None and language != document.language:
                 await self._store_language(document, text, language)
             if base_revision is not None and base_revision != document.revision:
