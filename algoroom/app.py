@@ -19,7 +19,7 @@ from .documents import DocumentManager
 from .expiry import run_expiry
 from .hub import SessionHub
 from .keys import HUB, OPENAPI, SERVICE, SETTINGS
-from .middleware import cors_middleware_factory, error_middleware, validation_middleware
+from .middleware import api_middleware_factory
 from .openapi import openapi_json
 from .service import SessionService
 from .settings import Settings
@@ -32,7 +32,7 @@ log = logging.getLogger("algoroom")
 def create_app(settings: Settings | None = None) -> web.Application:
     settings = settings or Settings()
     app = web.Application(
-        middlewares=[cors_middleware_factory(settings.cors_origins), error_middleware, validation_middleware],
+        middlewares=[api_middleware_factory(settings)],
         client_max_size=settings.max_body_bytes,
     )
     app[SETTINGS] = settings

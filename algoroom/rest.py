@@ -54,11 +54,23 @@ def errors(*statuses: int) -> Callable:
 
 
 async def session_response(service, session, status: int = 200) -> web.Response:
-    wire = await service.describe(session)
-    body = _dumps({key: wire[attr] for attr, key in _SESSION_WIRE_KEYS})
+    participants = await service.cluster.participants(session.id)
+    key = (session.id, session.revision, session.updated_at, session.language, participants)
+    body = _session_bodies.get(key)
+    if body is None:
+        wire = service.describe(session, participants)
+        body = _dumps({name: wire[attr] for attr, name in _SESSION_WIRE_KEYS}).encode()
+        _session_bodies[key] = body
+        if len(_session_bodies) > 1024:
+            del _session_bodies[next(iter(_session_bodies))]  # oldest first: a small FIFO cache
     return web.Response(
-        body=body.encode(), status=status, content_type="application/json", headers={"ETag": f'"{session.revision}"'}
+        body=body, status=status, content_type="application/json", headers={"ETag": f'"{session.revision}"'}
     )
+
+
+#: Serialised sessions, by everything they show: repeated GETs of a session that has not
+#: changed (the common case while people type elsewhere or poll) skip building the body.
+_session_bodies: dict[tuple, bytes] = {}
 
 
 #: (attribute, wire name) of every SessionSchema field: the same renaming ``dump`` does,

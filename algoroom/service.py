@@ -78,14 +78,14 @@ class SessionService:
             session_id, execution_message("execution_result", session_id, **extra, executionResult=result)
         )
 
-    async def describe(self, session: Session) -> dict[str, Any]:
-        """The wire form of a session (``SessionSchema`` dumps it), with the live count."""
+    def describe(self, session: Session, participants: int) -> dict[str, Any]:
+        """The wire form of a session (``SessionSchema``'s attributes), with the live count."""
         return {
             "id": session.id,
             "code": session.code,
             "language": session.language,
             "created_at": isoformat(session.created_at),
             "updated_at": isoformat(session.updated_at),
-            "participants": await self.cluster.participants(session.id),
+            "participants": participants,
             "revision": session.revision,
         }
