@@ -320,3 +320,32 @@ async def test_two_processes_converge_through_redis(tmp_path):
                     server.terminate()
     except ServerUnavailable as error:
         unavailable(str(error))
+
+
+async def test_idle_documents_are_saved_and_unloaded(tmp_path):
+    settings = make_settings(database_url=f"sqlite:///{tmp_path / 'u.db'}", yjs_unload_seconds=0)
+    running = await start(settings)
+    try:
+        documents = running.server.app[SERVICE].documents
+        sid = await running.create("kept\n")
+        async with NodeClient(running.yjs_url, sid) as client:
+            await client.wait_for_text("kept\n")
+            await client.insert(0, "also ")
+            await running.wait_code(sid, "also kept\n")
+            await documents.sweep()
+            assert documents.loaded(sid) is not None  # a connection keeps it loaded
+        document = documents.loaded(sid)
+
+        async def disconnected() -> None:
+            while document.connections:
+                await asyncio.sleep(0.01)  # the server notices the close on its own schedule
+
+        await asyncio.wait_for(disconnected(), 5)
+        await documents.sweep()
+        assert documents.loaded(sid) is None
+        async with NodeClient(running.yjs_url, sid) as client:
+            await client.wait_for_text("also kept\n")  # reloaded from the store, not re-seeded
+            assert await client.text() == "also kept\n"
+    finally:
+        await running.http.close()
+        await running.server.close()
