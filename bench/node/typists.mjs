@@ -44,7 +44,10 @@ for (const c of clients.slice(1)) {
 await new Promise(resolve => setTimeout(resolve, 500))
 
 const latencies = []
+let incomplete = false
 await new Promise(resolve => {
+  // A run that stops making progress reports what it has instead of hanging the benchmark.
+  setTimeout(() => { incomplete = true; resolve() }, 60000 + samples * 20)
   let target = -1
   let started = 0
   const probe = () => {
@@ -69,7 +72,7 @@ for (const t of timers) { clearTimeout(t); clearInterval(t) }
 latencies.sort((x, y) => x - y)
 const pct = (p) => latencies[Math.min(latencies.length - 1, Math.floor(p * latencies.length))]
 process.stdout.write(JSON.stringify({
-  typists, samples: latencies.length, median: pct(0.5), p99: pct(0.99), max: latencies[latencies.length - 1]
+  typists, samples: latencies.length, incomplete, median: pct(0.5), p99: pct(0.99), max: latencies[latencies.length - 1]
 }) + '\n')
 for (const { provider } of clients) provider.destroy()
 setTimeout(() => process.exit(0), 100)
