@@ -21,10 +21,14 @@ from .hub import Connection
 from .keys import SERVICE, SETTINGS
 from .messages import participant_message
 from .tasks import owned_task
-from .ws import CLOSE_UNKNOWN_SESSION, origin_allowed
+from .ws import origin_allowed
 from .yjs import ProtocolError
 
 log = logging.getLogger("algoroom.collab")
+
+#: Close code for an unknown session. y-websocket reconnects forever after 1008 but gives
+#: up on 4400-4499 ("4404": not found), so a stale tab stops hammering the server.
+CLOSE_UNKNOWN_SESSION = 4404
 
 #: How often idle peers get a keepalive and unused documents are unloaded.
 UPKEEP_SECONDS = 5.0

@@ -287,7 +287,7 @@ async def test_garbage_yjs_frame_closes_only_that_socket(app_server):
 async def test_unknown_session_is_refused(app_server):
     ws = await app_server.http.ws_connect(f"{app_server.yjs_url}/{uuid.uuid4()}")
     msg = await ws.receive(timeout=5)
-    assert msg.type is WSMsgType.CLOSE and msg.data == 1008
+    assert msg.type is WSMsgType.CLOSE and msg.data == 4404
 
 
 async def test_two_processes_converge_through_redis(tmp_path):
