@@ -1,7 +1,7 @@
 """Yjs benchmark: edit propagation latency through our server vs the Node reference server.
 
-    python bench/bench_yjs.py                      # our YRoom test server vs @y/websocket-server
-    python bench/bench_yjs.py --url ws://HOST/yjs  # an already running algoroom instead
+    python bench/bench_yjs.py                          # a fresh `python -m algoroom` vs @y/websocket-server
+    python bench/bench_yjs.py --url http://HOST:PORT   # an already running algoroom instead
 
 Latency: real y-websocket clients (``bench/node/typists.mjs``, all in one node process) in
 one room; client A types probe characters, client B records when each arrives; every other
@@ -18,7 +18,6 @@ Needs ``npm ci --prefix bench/node`` (and the repo's venv with pycrdt).
 from __future__ import annotations
 
 import argparse
-import asyncio
 import gc
 import json
 import os
@@ -26,7 +25,9 @@ import random
 import socket
 import subprocess
 import sys
+import tempfile
 import time
+import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -41,16 +42,31 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def serve(port: int) -> None:
-    """Run the YRoom test server (tests/yjs/conftest.py) until killed; print the port."""
-    from tests.yjs.conftest import TestYjsServer, start_server
+def start_algoroom(database_url: str) -> tuple[subprocess.Popen, str]:
+    """``python -m algoroom`` on a free port (execution off); returns it and its base URL."""
+    port = free_port()
+    env = {
+        **os.environ, "HOST": "127.0.0.1", "PORT": str(port), "ALGOROOM_DATABASE_URL": database_url,
+        "ALGOROOM_EXEC_ENABLED": "false", "ALGOROOM_LOG_LEVEL": "WARNING", "PYTHONPATH": str(ROOT),
+    }  # fmt: skip
+    proc = subprocess.Popen([sys.executable, "-m", "algoroom"], env=env)
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            with urllib.request.urlopen(base + "/health", timeout=1):
+                return proc, base
+        except OSError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()
+                raise RuntimeError("algoroom did not start") from None
+            time.sleep(0.05)
 
-    async def main() -> None:
-        server = await start_server(TestYjsServer(), port)
-        print(server.port, flush=True)
-        await asyncio.Event().wait()
 
-    asyncio.run(main())
+def new_session(base: str) -> str:
+    request = urllib.request.Request(base + "/sessions", data=b"{}", method="POST")
+    with urllib.request.urlopen(request, timeout=5) as resp:
+        return json.loads(resp.read())["id"]
 
 
 def start_process(args: list[str], ready: str, env: dict[str, str] | None = None) -> tuple[subprocess.Popen, str]:
@@ -146,26 +162,26 @@ def node_memory(docs: int, edits: int) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--url", help="our server's Yjs base URL (ws://host:port/yjs); default: start the test server")
+    parser.add_argument("--url", help="a running algoroom's base URL (http://host:port); default: start one")
+    parser.add_argument(
+        "--database-url", default="", help="store of the algoroom started here (default: SQLite in a temp dir)"
+    )
     parser.add_argument("--typists", default="2,50", help="comma-separated typist counts (default 2,50)")
     parser.add_argument("--samples", type=int, default=1000, help="probe edits measured per run (default 1000)")
     parser.add_argument("--cps", type=float, default=5.0, help="background typing speed, chars/s each (default 5)")
     parser.add_argument("--rounds", type=int, default=2, help="alternating runs per server; best median kept")
     parser.add_argument("--docs", type=int, default=20, help="documents for the memory measurement")
     parser.add_argument("--edits", type=int, default=10_000, help="edits per document for the memory measurement")
-    parser.add_argument("--serve", type=int, metavar="PORT", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.serve is not None:
-        serve(args.serve)
-        return
 
     procs: list[subprocess.Popen] = []
+    tmp = tempfile.TemporaryDirectory(prefix="algoroom-bench-yjs-")
     try:
-        ours = args.url
-        if ours is None:
-            proc, port = start_process([sys.executable, __file__, "--serve", "0"], ready="")
+        base = args.url
+        if base is None:
+            proc, base = start_algoroom(args.database_url or f"sqlite:///{tmp.name}/bench.db")
             procs.append(proc)
-            ours = f"ws://127.0.0.1:{port}/yjs"
+        ours = base.replace("http", "ws", 1) + "/yjs"
         ref_port = free_port()
         proc, _ = start_process(
             ["node", str(REFERENCE_SERVER)], ready="running at", env={"HOST": "127.0.0.1", "PORT": str(ref_port)}
@@ -178,8 +194,8 @@ def main() -> None:
             best: dict[str, dict] = {}
             for round_ in range(args.rounds):
                 for label, url in (("algoroom (pycrdt)", ours), ("@y/websocket-server 0.1.1", reference)):
-                    result = run_typists(url, f"bench-{typists}-{round_}-{time.time_ns()}", typists, args.samples,
-                                         args.cps)
+                    room = new_session(base) if url == ours else f"bench-{typists}-{round_}-{time.time_ns()}"
+                    result = run_typists(url, room, typists, args.samples, args.cps)
                     if label not in best or (result["median"] or 1e9) < (best[label]["median"] or 1e9):
                         best[label] = result
             for label, result in best.items():
@@ -198,8 +214,9 @@ def main() -> None:
             print(f"{typists:>7}  median ratio ours/node = {ratio:.2f}x (target <= 1.2x)")
     finally:
         for proc in procs:
-            proc.kill()
+            proc.terminate()
             proc.wait()
+        tmp.cleanup()
 
     py = python_memory(args.docs, args.edits)
     js = node_memory(args.docs, args.edits)
