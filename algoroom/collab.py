@@ -15,11 +15,13 @@ import logging
 from collections.abc import AsyncIterator
 
 from aiohttp import WSCloseCode, WSMsgType, web
+from aiohttp_apispec import docs
 
 from .errors import ApiError
 from .hub import Connection
 from .keys import SERVICE, SETTINGS
 from .messages import participant_message
+from .rest import errors
 from .tasks import owned_task
 from .ws import origin_allowed
 from .yjs import ProtocolError
@@ -34,6 +36,14 @@ CLOSE_UNKNOWN_SESSION = 4404
 UPKEEP_SECONDS = 5.0
 
 
+@docs(
+    tags=["websocket"],
+    summary="Yjs document of a session (y-websocket protocol)",
+    description="Binary y-websocket frames (sync, awareness); use `new WebsocketProvider(base + '/yjs', "
+    "sessionId, doc)`. An unknown session is closed with 4404, a malformed frame with 1003.",
+    responses={"101": {"description": "Switching Protocols: the WebSocket is open."}},
+)
+@errors(403)
 async def yjs_socket(request: web.Request) -> web.StreamResponse:
     settings, service = request.app[SETTINGS], request.app[SERVICE]
     session_id = request.match_info["sessionId"]

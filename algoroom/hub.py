@@ -51,6 +51,20 @@ def ws_frame(payload: str | bytes) -> bytes:
     return _LEN64(first, 127, size) + data
 
 
+def _framed(payload: str | bytes) -> bytes:
+    """``ws_frame(payload)``, built once when the same object goes to many sockets in a row
+    (a Yjs room relays one update object to every peer)."""
+    global _last_framed
+    last_payload, last_frame = _last_framed
+    if payload is last_payload:
+        return last_frame
+    frame = ws_frame(payload)
+    _last_framed = (payload, frame)
+    return frame
+
+
+_last_framed: tuple[object, bytes] = (None, b"")
+
 _LEN16 = struct.Struct("!BBH").pack
 _LEN64 = struct.Struct("!BBQ").pack
 
@@ -98,7 +112,7 @@ class Connection:
 
     def send(self, payload: str | bytes) -> None:
         """Send one serialised message (text or binary); see :meth:`send_frame`."""
-        self.send_frame(ws_frame(payload), payload)
+        self.send_frame(_framed(payload), payload)
 
     def send_json(self, message: dict[str, Any]) -> None:
         self.send(_dumps(message))

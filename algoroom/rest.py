@@ -31,6 +31,7 @@ _health_body = HealthSchema().dump({"status": "healthy"})
 
 _ERROR_DESCRIPTIONS = {
     400: "Malformed JSON body (`INVALID_JSON`).",
+    403: "A browser `Origin` that is not allowed (`ORIGIN_NOT_ALLOWED`).",
     404: "No such session (`SESSION_NOT_FOUND`).",
     409: "The edit's base revision is stale (`REVISION_CONFLICT`).",
     412: "`If-Match` names a stale revision (`REVISION_CONFLICT`).",

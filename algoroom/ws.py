@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import WSCloseCode, WSMsgType, hdrs, web
+from aiohttp_apispec import docs
 from marshmallow import Schema, ValidationError
 
 from .errors import ApiError, ValidationFailed
@@ -21,6 +22,7 @@ from .hub import Connection
 from .keys import SERVICE, SETTINGS
 from .messages import participant_message
 from .middleware import normalise_messages
+from .rest import errors
 from .schemas import ClientCodeUpdateSchema, ClientMessageSchema
 from .service import SessionService
 
@@ -59,6 +61,15 @@ def origin_allowed(request: web.Request) -> bool:
     return origin is None or origin in request.app[SETTINGS].cors_origins
 
 
+@docs(
+    tags=["websocket"],
+    summary="JSON event stream of a session (WebSocket)",
+    description="Upgrade to a WebSocket of JSON text frames: participant_joined/left, code_update, "
+    "execution_started/result, error; clients may send code_update and ping. See the README. "
+    "An unknown session is closed with 1008, a deleted one with 4410.",
+    responses={"101": {"description": "Switching Protocols: the WebSocket is open."}},
+)
+@errors(403)
 async def session_socket(request: web.Request) -> web.StreamResponse:
     app = request.app
     settings, service = app[SETTINGS], app[SERVICE]

@@ -18,6 +18,8 @@ EXPECTED_OPERATIONS = {
     ("/sessions/{sessionId}", "delete"),
     ("/languages", "get"),
     ("/ready", "get"),
+    ("/ws/sessions/{sessionId}", "get"),
+    ("/yjs/{sessionId}", "get"),
 }
 
 
