@@ -18,12 +18,10 @@ from aiohttp import WSCloseCode, WSMsgType, web
 from aiohttp_apispec import docs
 
 from .errors import ApiError
-from .hub import Connection
 from .keys import SERVICE, SETTINGS
-from .messages import participant_message
 from .rest import errors
 from .tasks import owned_task
-from .ws import origin_allowed
+from .ws import open_socket, origin_allowed, participant
 from .yjs import ProtocolError
 
 log = logging.getLogger("algoroom.collab")
@@ -49,9 +47,7 @@ async def yjs_socket(request: web.Request) -> web.StreamResponse:
     session_id = request.match_info["sessionId"]
     if not origin_allowed(request):
         raise ApiError("Origin not allowed", status=403, code="ORIGIN_NOT_ALLOWED")
-    ws = web.WebSocketResponse(
-        heartbeat=settings.ws_heartbeat_seconds, max_msg_size=settings.ws_max_message_bytes
-    )
+    ws = open_socket(settings)
     await ws.prepare(request)
     try:
         document = await service.documents.open(session_id)
@@ -59,35 +55,22 @@ async def yjs_socket(request: web.Request) -> web.StreamResponse:
         await ws.close(code=CLOSE_UNKNOWN_SESSION, message=b"session not found")
         return ws
 
-    conn = Connection(
-        ws,
-        session_id,
-        queue_size=settings.ws_send_queue,
-        send_timeout=settings.ws_send_timeout_seconds,
-        transport=request.transport,
-        wants_json=False,
-    )
     room = document.room
-    for frame in room.join(conn):
-        conn.send(frame)
-    cluster = service.cluster
-    count = await cluster.join(conn)
-    cluster.broadcast(session_id, participant_message("participant_joined", session_id, count))
-    try:
-        async for msg in ws:
-            if msg.type is WSMsgType.BINARY:
-                try:
-                    room.receive(conn, msg.data)
-                except ProtocolError as error:
-                    log.info("closing a Yjs socket of session %s: %s", session_id, error)
-                    await ws.close(code=WSCloseCode.UNSUPPORTED_DATA, message=b"invalid Yjs message")
-            elif msg.type is WSMsgType.TEXT:
-                await ws.close(code=WSCloseCode.UNSUPPORTED_DATA, message=b"Yjs frames are binary")
-    finally:
-        room.leave(conn)
-        remaining = await cluster.leave(conn)
-        cluster.broadcast(session_id, participant_message("participant_left", session_id, remaining))
-        await conn.flush_and_stop(timeout=0)
+    async with participant(request, ws, session_id, wants_json=False) as conn:
+        for frame in room.join(conn):
+            conn.send(frame)
+        try:
+            async for msg in ws:
+                if msg.type is WSMsgType.BINARY:
+                    try:
+                        room.receive(conn, msg.data)
+                    except ProtocolError as error:
+                        log.info("closing a Yjs socket of session %s: %s", session_id, error)
+                        await ws.close(code=WSCloseCode.UNSUPPORTED_DATA, message=b"invalid Yjs message")
+                elif msg.type is WSMsgType.TEXT:
+                    await ws.close(code=WSCloseCode.UNSUPPORTED_DATA, message=b"Yjs frames are binary")
+        finally:
+            room.leave(conn)
     return ws
 
 

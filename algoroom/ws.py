@@ -8,9 +8,10 @@ same envelope as REST errors and changes nothing.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from aiohttp import WSCloseCode, WSMsgType, hdrs, web
@@ -25,6 +26,7 @@ from .middleware import normalise_messages
 from .rest import errors
 from .schemas import ClientCodeUpdateSchema, ClientMessageSchema
 from .service import SessionService
+from .settings import Settings
 
 log = logging.getLogger("algoroom.ws")
 
@@ -71,33 +73,18 @@ def origin_allowed(request: web.Request) -> bool:
 )
 @errors(403)
 async def session_socket(request: web.Request) -> web.StreamResponse:
-    app = request.app
-    settings, service = app[SETTINGS], app[SERVICE]
-    cluster = service.cluster
+    settings, service = request.app[SETTINGS], request.app[SERVICE]
     session_id = request.match_info["sessionId"]
     if not origin_allowed(request):
         raise ApiError("Origin not allowed", status=403, code="ORIGIN_NOT_ALLOWED")
 
-    ws = web.WebSocketResponse(
-        heartbeat=settings.ws_heartbeat_seconds,
-        max_msg_size=settings.ws_max_message_bytes,
-        autoping=True,
-    )
+    ws = open_socket(settings)
     await ws.prepare(request)
     if await service.store.get(session_id) is None:
         await ws.close(code=CLOSE_UNKNOWN_SESSION, message=b"session not found")
         return ws
 
-    conn = Connection(
-        ws,
-        session_id,
-        queue_size=settings.ws_send_queue,
-        send_timeout=settings.ws_send_timeout_seconds,
-        transport=request.transport,
-    )
-    count = await cluster.join(conn)
-    cluster.broadcast(session_id, participant_message("participant_joined", session_id, count))
-    try:
+    async with participant(request, ws, session_id) as conn:
         async for msg in ws:
             if msg.type is WSMsgType.TEXT:
                 await _handle_text(service, conn, msg.data)
@@ -105,11 +92,37 @@ async def session_socket(request: web.Request) -> web.StreamResponse:
                 _reply_error(conn, ApiError("Binary frames are not supported", status=400, code="BINARY_NOT_SUPPORTED"))
             elif msg.type is WSMsgType.ERROR:
                 log.info("socket of session %s failed: %s", session_id, ws.exception())
+    return ws
+
+
+def open_socket(settings: Settings) -> web.WebSocketResponse:
+    return web.WebSocketResponse(
+        heartbeat=settings.ws_heartbeat_seconds, max_msg_size=settings.ws_max_message_bytes
+    )
+
+
+@contextlib.asynccontextmanager
+async def participant(
+    request: web.Request, ws: web.WebSocketResponse, session_id: str, *, wants_json: bool = True
+) -> AsyncIterator[Connection]:
+    """A socket's time as a participant of the session: counted, announced, then removed."""
+    settings, cluster = request.app[SETTINGS], request.app[SERVICE].cluster
+    conn = Connection(
+        ws,
+        session_id,
+        queue_size=settings.ws_send_queue,
+        send_timeout=settings.ws_send_timeout_seconds,
+        transport=request.transport,
+        wants_json=wants_json,
+    )
+    count = await cluster.join(conn)
+    cluster.broadcast(session_id, participant_message("participant_joined", session_id, count))
+    try:
+        yield conn
     finally:
         remaining = await cluster.leave(conn)
         cluster.broadcast(session_id, participant_message("participant_left", session_id, remaining))
         await conn.flush_and_stop(timeout=0)
-    return ws
 
 
 async def _handle_text(service: SessionService, conn: Connection, raw: str) -> None:
