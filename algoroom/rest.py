@@ -56,26 +56,21 @@ def errors(*statuses: int) -> Callable:
 
 async def session_response(service, session, status: int = 200) -> web.Response:
     participants = await service.cluster.participants(session.id)
-    key = (session.id, session.revision, session.updated_at, session.language, participants)
-    body = _session_bodies.get(key)
-    if body is None:
-        wire = service.describe(session, participants)
-        body = _dumps({name: wire[attr] for attr, name in _SESSION_WIRE_KEYS}).encode()
-        _session_bodies[key] = body
-        if len(_session_bodies) > 1024:
-            del _session_bodies[next(iter(_session_bodies))]  # oldest first: a small FIFO cache
     return web.Response(
-        body=body, status=status, content_type="application/json", headers={"ETag": f'"{session.revision}"'}
+        body=service.session_body(session, participants, _encode_session),
+        status=status,
+        content_type="application/json",
+        headers={"ETag": f'"{session.revision}"'},
     )
 
 
-#: Serialised sessions, by everything they show: repeated GETs of a session that has not
-#: changed (the common case while people type elsewhere or poll) skip building the body.
-_session_bodies: dict[tuple, bytes] = {}
+def _encode_session(wire: dict) -> bytes:
+    """``SessionSchema``'s renaming (attribute -> camelCase), without its per-field machinery:
+    the fields are plain str/int and this is the hottest path."""
+    return _dumps({name: wire[attr] for attr, name in _SESSION_WIRE_KEYS}).encode()
 
 
-#: (attribute, wire name) of every SessionSchema field: the same renaming ``dump`` does,
-#: without its per-field machinery on the hottest path (the fields are plain str/int).
+#: (attribute, wire name) of every SessionSchema field.
 _SESSION_WIRE_KEYS = tuple((name, field.data_key or name) for name, field in _session_schema.fields.items())
 _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 

@@ -8,6 +8,8 @@ this process and, with Redis, in every other) is the cluster's.
 
 from __future__ import annotations
 
+from collections import OrderedDict
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from .cluster import LocalCluster
@@ -19,6 +21,9 @@ from .sessions import Session, isoformat
 if TYPE_CHECKING:
     from .store.base import SessionStore
 
+BODY_CACHE_ENTRIES = 1024
+BODY_CACHE_MAX_BYTES = 16 * 1024
+
 #: Close code sent to the sockets of a deleted session (like HTTP 410 Gone).
 CLOSE_SESSION_DELETED = 4410
 
@@ -28,6 +33,7 @@ class SessionService:
         self.store = store
         self.cluster = cluster
         self.documents = documents
+        self._bodies: OrderedDict[tuple, bytes] = OrderedDict()
 
     async def create(self, language: str) -> Session:
         session = Session.new(language)
@@ -78,6 +84,20 @@ class SessionService:
         self.cluster.broadcast(
             session_id, execution_message("execution_result", session_id, **extra, executionResult=result)
         )
+
+    def session_body(self, session: Session, participants: int, encode: Callable[[dict], bytes]) -> bytes:
+        """The serialised session, cached by everything it shows: repeated GETs of a session
+        that has not changed (the common case while people type elsewhere or poll) skip
+        building it. Small bodies only, a bounded number of them."""
+        key = (session.id, session.revision, session.updated_at, session.language, participants)
+        body = self._bodies.get(key)
+        if body is None:
+            body = encode(self.describe(session, participants))
+            if len(body) <= BODY_CACHE_MAX_BYTES:
+                self._bodies[key] = body
+                if len(self._bodies) > BODY_CACHE_ENTRIES:
+                    self._bodies.popitem(last=False)
+        return body
 
     def describe(self, session: Session, participants: int) -> dict[str, Any]:
         """The wire form of a session (``SessionSchema``'s attributes), with the live count."""

@@ -63,10 +63,13 @@ FASTAPI_SEED = Path(__file__).resolve().parent / "fastapi_seed.py"
 
 TARGETS = {"throughput": 2.0, "last_socket": 0.5, "memory": 0.5}
 
+# Every PUT changes the code (a counter), so each one is a real edit: stored, revision + 1.
 PUT_LUA = """\
-wrk.method = "PUT"
-wrk.body = '{"code":"print(1)"}'
-wrk.headers["Content-Type"] = "application/json"
+counter = 0
+request = function()
+  counter = counter + 1
+  return wrk.format("PUT", nil, {["Content-Type"] = "application/json"}, '{"code":"print(' .. counter .. ')"}')
+end
 """
 PUT_BODY = b'{"code":"print(1)"}'
 
