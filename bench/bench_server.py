@@ -63,14 +63,23 @@ FASTAPI_SEED = Path(__file__).resolve().parent / "fastapi_seed.py"
 
 TARGETS = {"throughput": 2.0, "last_socket": 0.5, "memory": 0.5}
 
-# Every PUT changes the code (a counter), so each one is a real edit: stored, revision + 1.
-PUT_LUA = """\
+# --put-body same: every PUT sends the same code (the seed's benchmark shape; algoroom answers
+# an unchanged buffer without a write). --put-body new: every PUT changes the code (a counter),
+# so each one is a real edit: merged into the document, stored, revision + 1.
+PUT_LUA = {
+    "same": """\
+wrk.method = "PUT"
+wrk.body = '{"code":"print(1)"}'
+wrk.headers["Content-Type"] = "application/json"
+""",
+    "new": """\
 counter = 0
 request = function()
   counter = counter + 1
   return wrk.format("PUT", nil, {["Content-Type"] = "application/json"}, '{"code":"print(' .. counter .. ')"}')
 end
-"""
+""",
+}
 PUT_BODY = b'{"code":"print(1)"}'
 
 
@@ -681,7 +690,7 @@ def measure_all(servers: list[Server], args: argparse.Namespace, loadgen: str) -
     loop = new_loop()
     lua = tempfile.NamedTemporaryFile("w", suffix=".lua")
     try:
-        lua.write(PUT_LUA)
+        lua.write(PUT_LUA[args.put_body])
         lua.flush()
         targets = {}
         for server in servers:
@@ -942,6 +951,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--mem-sockets", type=int, default=1000, help="idle sockets for the memory figure")
     parser.add_argument("--mem-room-size", type=int, default=10, help="idle sockets per session (default 10)")
     parser.add_argument("--loadgen", choices=["auto", "wrk", "python"], default="auto")
+    parser.add_argument(
+        "--put-body", choices=["same", "new"], default="same",
+        help="PUT the same code every time (the seed's shape) or new code every time (real edits)",
+    )
     parser.add_argument("--no-pin", action="store_true", help="do not pin server and load generator to cores")
     parser.add_argument("--startup-timeout", type=float, default=20.0)
     parser.add_argument("--only", choices=["algoroom", "fastapi"], help="measure one server (no ratios)")
