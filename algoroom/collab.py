@@ -21,7 +21,7 @@ from .errors import ApiError
 from .keys import SERVICE, SETTINGS
 from .rest import errors
 from .tasks import owned_task
-from .ws import open_socket, origin_allowed, participant
+from .ws import join_session, leave_session, open_socket, origin_allowed
 from .yjs import ProtocolError
 
 log = logging.getLogger("algoroom.collab")
@@ -56,21 +56,22 @@ async def yjs_socket(request: web.Request) -> web.StreamResponse:
         return ws
 
     room = document.room
-    async with participant(request, ws, session_id, wants_json=False) as conn:
+    conn = await join_session(request, ws, session_id, wants_json=False)
+    try:
         for frame in room.join(conn):
             conn.send(frame)
-        try:
-            async for msg in ws:
-                if msg.type is WSMsgType.BINARY:
-                    try:
-                        room.receive(conn, msg.data)
-                    except ProtocolError as error:
-                        log.info("closing a Yjs socket of session %s: %s", session_id, error)
-                        await ws.close(code=WSCloseCode.UNSUPPORTED_DATA, message=b"invalid Yjs message")
-                elif msg.type is WSMsgType.TEXT:
-                    await ws.close(code=WSCloseCode.UNSUPPORTED_DATA, message=b"Yjs frames are binary")
-        finally:
-            room.leave(conn)
+        async for msg in ws:
+            if msg.type is WSMsgType.BINARY:
+                try:
+                    room.receive(conn, msg.data)
+                except ProtocolError as error:
+                    log.info("closing a Yjs socket of session %s: %s", session_id, error)
+                    await ws.close(code=WSCloseCode.UNSUPPORTED_DATA, message=b"invalid Yjs message")
+            elif msg.type is WSMsgType.TEXT:
+                await ws.close(code=WSCloseCode.UNSUPPORTED_DATA, message=b"Yjs frames are binary")
+    finally:
+        room.leave(conn)
+        await leave_session(request, conn)
     return ws
 
 

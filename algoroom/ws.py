@@ -8,10 +8,9 @@ same envelope as REST errors and changes nothing.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import WSCloseCode, WSMsgType, hdrs, web
@@ -84,7 +83,8 @@ async def session_socket(request: web.Request) -> web.StreamResponse:
         await ws.close(code=CLOSE_UNKNOWN_SESSION, message=b"session not found")
         return ws
 
-    async with participant(request, ws, session_id) as conn:
+    conn = await join_session(request, ws, session_id)
+    try:
         async for msg in ws:
             if msg.type is WSMsgType.TEXT:
                 await _handle_text(service, conn, msg.data)
@@ -92,6 +92,8 @@ async def session_socket(request: web.Request) -> web.StreamResponse:
                 _reply_error(conn, ApiError("Binary frames are not supported", status=400, code="BINARY_NOT_SUPPORTED"))
             elif msg.type is WSMsgType.ERROR:
                 log.info("socket of session %s failed: %s", session_id, ws.exception())
+    finally:
+        await leave_session(request, conn)
     return ws
 
 
@@ -101,11 +103,13 @@ def open_socket(settings: Settings) -> web.WebSocketResponse:
     )
 
 
-@contextlib.asynccontextmanager
-async def participant(
+async def join_session(
     request: web.Request, ws: web.WebSocketResponse, session_id: str, *, wants_json: bool = True
-) -> AsyncIterator[Connection]:
-    """A socket's time as a participant of the session: counted, announced, then removed."""
+) -> Connection:
+    """Make an open socket a participant: counted everywhere and announced to everyone.
+
+    Pair with :func:`leave_session` in a ``finally`` (plain functions rather than a context
+    manager: every idle socket would keep the manager's frame alive)."""
     settings, cluster = request.app[SETTINGS], request.app[SERVICE].cluster
     conn = Connection(
         ws,
@@ -117,12 +121,14 @@ async def participant(
     )
     count = await cluster.join(conn)
     cluster.broadcast(session_id, participant_message("participant_joined", session_id, count))
-    try:
-        yield conn
-    finally:
-        remaining = await cluster.leave(conn)
-        cluster.broadcast(session_id, participant_message("participant_left", session_id, remaining))
-        await conn.flush_and_stop(timeout=0)
+    return conn
+
+
+async def leave_session(request: web.Request, conn: Connection) -> None:
+    cluster = request.app[SERVICE].cluster
+    remaining = await cluster.leave(conn)
+    cluster.broadcast(conn.session_id, participant_message("participant_left", conn.session_id, remaining))
+    await conn.flush_and_stop(timeout=0)
 
 
 async def _handle_text(service: SessionService, conn: Connection, raw: str) -> None:
