@@ -245,20 +245,25 @@ class DocumentManager:
             raise SessionNotFound(session_id)
         state = await self.store.load_document(session_id)
         document = Document(self, session)
-        if state is None:
-            document.room.seed(session.code)
-            document.dirty = bool(session.code)
-        else:
-            document.room.load(state)
-            if document.text != session.code:
-                # The code was written without the document (a language change, or a crash
-                # between two writes): the stored code wins, applied as a minimal diff.
-                document.room.apply_text(session.code, origin=ORIGIN_LOAD)
-                document.dirty = True
-        document.remember(session.revision, document.room.encode_state())
-        if document.dirty:
-            async with document.lock:
-                await self.persist(document)
+        try:
+            if state is None:
+                document.room.seed(session.code)
+                document.dirty = bool(session.code)
+            else:
+                document.room.load(state)
+                if document.text != session.code:
+                    # The code was written without the document (a language change, or a crash
+                    # between two writes): the stored code wins, applied as a minimal diff.
+                    document.room.apply_text(session.code, origin=ORIGIN_LOAD)
+                    document.dirty = True
+            document.remember(session.revision, document.room.encode_state())
+            if document.dirty:
+                async with document.lock:
+                    await self.persist(document)
+        except BaseException:
+            document.cancel_flush()
+            document.room.close()
+            raise
         return document
 
     # -- saving ------------------------------------------------------------------------

@@ -295,6 +295,10 @@ class YRoom:
         self._pending.clear()
         self.awareness.clear()
         self.doc.unobserve(self._subscription)
+        # Drop the observer here, on the loop's thread: pycrdt subscriptions are unsendable,
+        # and a garbage collection run by another thread (the SQLite writer, say) that found
+        # it in a reference cycle would raise while dropping it.
+        self._subscription = None
 
     @property
     def closed(self) -> bool:
