@@ -157,6 +157,7 @@ class RedisCluster(LocalCluster):
         self._dead_after = dead_after_seconds
         self._outbox: asyncio.Queue[bytes] = asyncio.Queue(maxsize=10_000)
         self._tasks: list[asyncio.Task[None]] = []
+        self._closings: set[asyncio.Task[None]] = set()  # closing a deleted session's sockets
         self._redis: Any = None
         self.redis_ok = False
         self.last_error: str | None = None
@@ -188,9 +189,9 @@ class RedisCluster(LocalCluster):
             log.warning("Redis at %s is not reachable yet; serving locally and retrying", self.url)
 
     async def stop(self) -> None:
-        for task in self._tasks:
+        for task in (*self._tasks, *self._closings):
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await asyncio.gather(*self._tasks, *self._closings, return_exceptions=True)
         self._tasks = []
         if self._redis is not None:
             try:
@@ -286,7 +287,9 @@ class RedisCluster(LocalCluster):
             rev = int(revision)
             self.hub.broadcast_payload(session_id, payload.decode(), revision=rev if rev >= 0 else None)
         elif kind == KIND_CLOSE:
-            asyncio.get_running_loop().create_task(self.hub.close_all(session_id, code=int(payload)))
+            closing = asyncio.get_running_loop().create_task(self.hub.close_all(session_id, code=int(payload)))
+            self._closings.add(closing)
+            closing.add_done_callback(self._closings.discard)
         else:
             handler = self._handlers.get(kind)
             if handler is not None:

@@ -53,6 +53,7 @@ class PrestartPool:
         self._watchdog = watchdog
         self._env = spawn_env
         self._ready: dict[int, Prestarted] = {}
+        self._cleanups: set[asyncio.Task[object]] = set()
         self._closed = False
 
     def start(self, slot: Slot) -> None:
@@ -73,7 +74,9 @@ class PrestartPool:
             self._ready[slot.index] = Prestarted(run, compile_fd=compile_pipe[1], script_fd=script[0])
         else:
             log.warning("could not pre-start a sandbox: %s", run.outcome.spawn_error)
-            asyncio.get_running_loop().create_task(run.execute())  # only cleans up: it never started
+            cleanup = asyncio.get_running_loop().create_task(run.execute())  # only cleans up: it never started
+            self._cleanups.add(cleanup)
+            cleanup.add_done_callback(self._cleanups.discard)
 
     @property
     def pids(self) -> set[int]:
@@ -96,7 +99,7 @@ class PrestartPool:
 
     async def close(self, slots: list[Slot]) -> None:
         self._closed = True
-        await asyncio.gather(*(self.discard(slot) for slot in slots))
+        await asyncio.gather(*(self.discard(slot) for slot in slots), *self._cleanups, return_exceptions=True)
 
 
 async def _end(run: ProcessRun, uid: int) -> None:
