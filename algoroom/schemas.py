@@ -64,14 +64,14 @@ class ReadySchema(Schema):
 
 class CreateSessionSchema(Schema):
     class Meta:
-        unknown = RAISE
+        unknown = EXCLUDE  # as the seed (pydantic) did: extra fields are ignored, not refused
 
     language = language_field(load_default=DEFAULT_LANGUAGE)
 
 
 class UpdateCodeSchema(Schema):
     class Meta:
-        unknown = RAISE
+        unknown = EXCLUDE  # as the seed (pydantic) did: extra fields are ignored, not refused
 
     code = text(required=True, metadata={"description": "The whole buffer; may be empty."})
     language = language_field()
