@@ -78,9 +78,8 @@ class Document:
     def __init__(self, manager: DocumentManager, session: Session) -> None:
         self.manager = manager
         self.session_id = session.id
-        self.language = session.language
-        self.revision = session.revision
-        #: The session as last read or saved (what a no-op edit answers with).
+        #: The session as last read or saved: its revision guards our saves, and a no-op
+        #: edit answers with it.
         self.session = session
         self._text: str | None = None
         self.room = YRoom(session.id, on_change=self._on_change, max_awareness_ids_per_peer=1024)
@@ -99,6 +98,14 @@ class Document:
         if self._text is None:  # reading a pycrdt Text costs a transaction: cache it
             self._text = self.room.text
         return self._text
+
+    @property
+    def revision(self) -> int:
+        return self.session.revision
+
+    @property
+    def language(self) -> str:
+        return self.session.language
 
     @property
     def connections(self) -> int:
@@ -293,8 +300,6 @@ class DocumentManager:
             except BaseException:
                 document.dirty = True
                 raise
-            document.revision = session.revision
-            document.language = session.language
             document.session = session
             document.remember(session.revision, state)
             return session
@@ -308,7 +313,7 @@ class DocumentManager:
         state = await self.store.load_document(document.session_id)
         if state is not None:
             document.room.apply_update(state, origin=ORIGIN_LOAD)
-        document.revision = session.revision
+        document.session = session
         document.dirty = True
 
     # -- edits from REST and JSON clients ----------------------------------------------
@@ -365,7 +370,7 @@ class DocumentManager:
                 await self._merge_stored(document)
                 await backoff.wait()
                 continue
-            document.revision, document.language = session.revision, session.language
+            document.session = session
             return
         raise RevisionConflict(document.session_id, document.revision, -1)
 

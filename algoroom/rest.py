@@ -27,6 +27,7 @@ from .schemas import (
 from .service import CLOSE_SESSION_DELETED
 
 _session_schema = SessionSchema()
+_execution_result_schema = ExecutionResultSchema()
 _health_body = HealthSchema().dump({"status": "healthy"})
 
 _ERROR_DESCRIPTIONS = {
@@ -200,7 +201,7 @@ async def delete_session(request: web.Request) -> web.Response:
 @errors(400, 404, 413, 422)
 async def share_execution_result(request: web.Request) -> web.Response:
     service = request.app[SERVICE]
-    result = ExecutionResultSchema().dump(request["data"])
+    result = _execution_result_schema.dump(request["data"])
     session = await service.get(request.match_info["sessionId"])
     await service.share_execution_result(session.id, result)
     return web.Response(status=204)
