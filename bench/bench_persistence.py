@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import re
 import statistics
 import subprocess
@@ -32,7 +31,8 @@ import aiohttp
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tests.servers import free_port, start_postgres, start_redis  # noqa: E402
+from tests.processes import ServerProcess  # noqa: E402
+from tests.servers import start_postgres, start_redis  # noqa: E402
 
 PUT_LUA = """
 counter = 0
@@ -49,32 +49,14 @@ end
 """
 
 
-class Server:
-    def __init__(self, env: dict[str, str]) -> None:
-        self.port = free_port()
-        self.base = f"http://127.0.0.1:{self.port}"
-        full = {
-            **os.environ, **env, "HOST": "127.0.0.1", "PORT": str(self.port), "ALGOROOM_EXEC_ENABLED": "false",
-            "ALGOROOM_LOG_LEVEL": "WARNING", "PYTHONPATH": str(ROOT),
-        }  # fmt: skip
-        self.proc = subprocess.Popen([sys.executable, "-m", "algoroom"], env=full)
+#: Every server here runs with execution off and quiet logs.
+SERVER_ENV = {"ALGOROOM_EXEC_ENABLED": "false", "ALGOROOM_LOG_LEVEL": "WARNING"}
 
-    async def ready(self, http: aiohttp.ClientSession) -> None:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                async with http.get(self.base + "/health") as resp:
-                    if resp.status == 200:
-                        return
-            except aiohttp.ClientError:
-                pass
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("algoroom did not start")
-            await asyncio.sleep(0.05)
 
-    def stop(self) -> None:
-        self.proc.terminate()
-        self.proc.wait(15)
+async def start_server(env: dict[str, str], log_dir: str) -> ServerProcess:
+    server = ServerProcess({**SERVER_ENV, **env}, Path(log_dir) / f"algoroom-{uuid.uuid4().hex[:6]}.log")
+    await server.start()
+    return server
 
 
 async def create_sessions(http: aiohttp.ClientSession, base: str, count: int) -> list[str]:
@@ -109,14 +91,13 @@ async def writes_per_backend(seconds: int) -> list[tuple[str, float]]:
         ]
         async with aiohttp.ClientSession() as http:
             for name, url in backends:
-                server = Server({"ALGOROOM_DATABASE_URL": url})
+                server = await start_server({"ALGOROOM_DATABASE_URL": url}, tmp)
                 try:
-                    await server.ready(http)
-                    sessions = await create_sessions(http, server.base, 64)
-                    run_wrk(server.base, sessions, 1)  # warm-up
-                    results.append((name, run_wrk(server.base, sessions, seconds)))
+                    sessions = await create_sessions(http, server.url, 64)
+                    run_wrk(server.url, sessions, 1)  # warm-up
+                    results.append((name, run_wrk(server.url, sessions, seconds)))
                 finally:
-                    server.stop()
+                    server.terminate()
     return results
 
 
@@ -126,14 +107,13 @@ async def cross_process_latency(puts: int) -> dict[str, list[float]]:
             "ALGOROOM_DATABASE_URL": f"sqlite:///{tmp}/shared.db",
             "ALGOROOM_REDIS_URL": redis_server.url,
         }
-        a, b = Server(env), Server(env)
+        a, b = await asyncio.gather(start_server(env, tmp), start_server(env, tmp))
         try:
             async with aiohttp.ClientSession() as http:
-                await asyncio.gather(a.ready(http), b.ready(http))
-                async with http.post(a.base + "/sessions", json={}) as resp:
+                async with http.post(a.url + "/sessions", json={}) as resp:
                     sid = (await resp.json())["id"]
-                local = await http.ws_connect(f"{a.base}/ws/sessions/{sid}")
-                remote = await http.ws_connect(f"{b.base}/ws/sessions/{sid}")
+                local = await http.ws_connect(f"{a.url}/ws/sessions/{sid}")
+                remote = await http.ws_connect(f"{b.url}/ws/sessions/{sid}")
                 samples: dict[str, list[float]] = {"same process": [], "other process (Redis)": []}
 
                 async def arrival(ws, code: str) -> float:
@@ -146,7 +126,7 @@ async def cross_process_latency(puts: int) -> dict[str, list[float]]:
                     code = f"v{i}"
                     waiters = asyncio.gather(arrival(local, code), arrival(remote, code))
                     sent = time.perf_counter()
-                    async with http.put(f"{a.base}/sessions/{sid}/code", json={"code": code}) as resp:
+                    async with http.put(f"{a.url}/sessions/{sid}/code", json={"code": code}) as resp:
                         assert resp.status == 200
                     t_local, t_remote = await waiters
                     if i >= 20:  # warm-up
@@ -156,8 +136,8 @@ async def cross_process_latency(puts: int) -> dict[str, list[float]]:
                 await remote.close()
                 return samples
         finally:
-            a.stop()
-            b.stop()
+            a.terminate()
+            b.terminate()
 
 
 def pct(values: list[float], q: float) -> float:
