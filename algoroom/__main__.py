@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import logging
 import os
 import signal
@@ -52,8 +53,10 @@ def main(argv: list[str] | None = None) -> None:
     )
     if args.workers > 1:
         sys.exit(supervise(args.workers, settings))
+    app = create_app(settings)
+    app.on_startup.append(freeze_startup_objects)  # after every cleanup_ctx has started
     web.run_app(
-        create_app(settings),
+        app,
         loop=new_event_loop(),
         host=settings.host,
         port=settings.port,
@@ -62,6 +65,17 @@ def main(argv: list[str] | None = None) -> None:
         shutdown_timeout=5.0,
         print=lambda line: log.info(line.strip()),
     )
+
+
+async def freeze_startup_objects(app: web.Application) -> None:
+    """Exempt everything alive once the server has started from the cyclic garbage collector.
+
+    Modules, schemas, routes and the OpenAPI document are ~50,000 objects that live as long
+    as the process; each full collection walked them all again (~10 ms with the loop
+    stopped: a stall for every socket and request). New objects are still collected.
+    """
+    gc.collect()
+    gc.freeze()
 
 
 def new_event_loop() -> asyncio.AbstractEventLoop:

@@ -81,7 +81,6 @@ class Document:
         #: The session as last read or saved: its revision guards our saves, and a no-op
         #: edit answers with it.
         self.session = session
-        self._text: str | None = None
         self.room = YRoom(session.id, on_change=self._on_change, max_awareness_ids_per_peer=1024)
         self.relay = _RelayPeer(session.id, manager.cluster)
         self.room.join(self.relay)
@@ -95,9 +94,7 @@ class Document:
 
     @property
     def text(self) -> str:
-        if self._text is None:  # reading a pycrdt Text costs a transaction: cache it
-            self._text = self.room.text
-        return self._text
+        return self.room.text
 
     @property
     def revision(self) -> int:
@@ -121,7 +118,6 @@ class Document:
             self.base_states.popitem(last=False)
 
     def _on_change(self, origin: object) -> None:
-        self._text = None
         self.last_used = time.monotonic()
         if origin is self.relay or origin == ORIGIN_LOAD:
             return  # another process saves its own changes; a load is already stored

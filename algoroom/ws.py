@@ -98,8 +98,15 @@ async def session_socket(request: web.Request) -> web.StreamResponse:
 
 
 def open_socket(settings: Settings) -> web.WebSocketResponse:
+    """A server socket that declines permessage-deflate.
+
+    Our outgoing messages are framed once and written uncompressed to every socket, so the
+    extension would only make clients deflate their small frames (a Yjs keystroke is ~20
+    bytes) and us inflate them, and hold a zlib context per socket. Node's ``ws`` server,
+    which the y-websocket reference runs on, declines it by default too.
+    """
     return web.WebSocketResponse(
-        heartbeat=settings.ws_heartbeat_seconds, max_msg_size=settings.ws_max_message_bytes
+        heartbeat=settings.ws_heartbeat_seconds, max_msg_size=settings.ws_max_message_bytes, compress=False
     )
 
 

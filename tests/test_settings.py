@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import gc
 from pathlib import Path
 
 import pytest
 
-from algoroom.__main__ import parse_args
+from algoroom.__main__ import freeze_startup_objects, parse_args
 from algoroom.settings import Settings, documented_settings, markdown_table
 
 README = Path(__file__).resolve().parent.parent / "README.md"
@@ -48,3 +49,12 @@ def test_invalid_values_fail_fast(env):
 def test_cli_flags_parse():
     args = parse_args(["--host", "0.0.0.0", "--port", "1234"])
     assert (args.host, args.port) == ("0.0.0.0", 1234)
+
+
+async def test_started_server_exempts_its_startup_objects_from_gc():
+    assert gc.get_freeze_count() == 0
+    try:
+        await freeze_startup_objects(None)
+        assert gc.get_freeze_count() > 1000  # at least every module loaded so far
+    finally:
+        gc.unfreeze()

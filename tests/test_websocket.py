@@ -253,3 +253,14 @@ async def test_pong_reply_to_ping_message(client, session_id):
     await ws.send_str(json.dumps({"type": "ping"}))
     assert await receive_json(ws) == {"type": "pong"}
     await ws.close()
+
+
+@pytest.mark.parametrize("path", ["/ws/sessions/{}", "/yjs/{}"])
+async def test_permessage_deflate_is_declined(client, session_id, path):
+    # Clients (browsers, Node's ws) offer it; accepting would make them deflate every frame.
+    ws = await client.ws_connect(path.format(session_id), compress=15)
+    try:
+        assert ws.compress == 0
+        assert "Sec-WebSocket-Extensions" not in ws._response.headers
+    finally:
+        await ws.close()

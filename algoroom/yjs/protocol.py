@@ -278,7 +278,11 @@ def read_state_vector(state_vector: bytes) -> dict[int, int]:
     return vector
 
 
-def update_clock_ranges(update: bytes) -> dict[int, tuple[int, int]]:
+#: ``{client: (first clock, clock after the last struct)}``
+ClockRanges = dict[int, tuple[int, int]]
+
+
+def update_clock_ranges(update: bytes) -> ClockRanges:
     """``{client: (first clock, clock after the last struct)}`` for every client in an update (v1).
 
     Reads struct headers and lengths without building the content. The room needs both

@@ -31,6 +31,7 @@ from .protocol import (
     KEEPALIVE_FRAME,
     SYNC_STEP1,
     AuthMessage,
+    ClockRanges,
     AwarenessMessage,
     ProtocolError,
     QueryAwarenessMessage,
@@ -101,6 +102,8 @@ class YRoom:
         self.on_change = on_change
         self.doc = Doc()
         self._text = self.doc.get(TEXT_NAME, type=Text)
+        #: str(self._text), kept until the next change: reading a pycrdt Text costs a transaction.
+        self._text_value: str | None = ""
         self._peers: dict[Peer, _PeerInfo] = {}
         self.awareness: AwarenessRelay[Peer] = AwarenessRelay(max_awareness_ids_per_peer)
         self._origin: object = None
@@ -109,6 +112,10 @@ class YRoom:
         # whole state vector per update would cost ~150 us with 50 clients).
         self._clocks: dict[int, int] = {}
         self._pending: list[tuple[bytes, object]] = []
+        # Set while the room itself edits the text: that transaction's only new structs are
+        # under the document's own client ID, so the observer need not parse its update.
+        self._own_edit = False
+        self._update_ranges: ClockRanges | None = None
         self._subscription = self.doc.observe(self._on_transaction)
         self._closed = False
 
@@ -179,7 +186,10 @@ class YRoom:
     @property
     def text(self) -> str:
         """The current code."""
-        return str(self._text)
+        value = self._text_value
+        if value is None:
+            value = self._text_value = str(self._text)
+        return value
 
     def apply_update(self, update: bytes, origin: object = ORIGIN_SERVER) -> bool:
         """Apply a Yjs update from outside the room's peers (e.g. another process via Redis).
@@ -205,12 +215,13 @@ class YRoom:
         edits = textdiff.to_utf8(old, textdiff.diff(old, new_text))
         if not edits:
             return False
-        self._origin, self._changed = origin, False
+        self._origin, self._changed, self._own_edit = origin, False, True
         try:
             with self.doc.transaction(origin=origin):
                 _apply_edits(self._text, edits)
         finally:
-            self._origin = None
+            self._origin, self._own_edit = None, False
+        self._text_value = new_text
         return self._after_change(origin)
 
     def apply_text_from_base(self, base_state: bytes, new_text: str, origin: object = ORIGIN_SERVER) -> bool:
@@ -319,23 +330,27 @@ class YRoom:
         SyncStep2 (which carries the gap) went out: we hold the update and retry it after
         every change. Crafted gaps just stay pending (bounded), as with Yjs.
         """
-        if self._has_gap(update):
+        ranges = self._ranges_without_gap(update)
+        if ranges is None:
             if len(self._pending) >= MAX_PENDING_UPDATES:
                 raise ProtocolError("too many updates waiting for missing structs")
             self._pending.append((update, peer))
             return
-        self._apply(update, peer)
+        self._apply(update, peer, ranges)
         self._retry_pending()
 
-    def _has_gap(self, update: bytes) -> bool:
+    def _ranges_without_gap(self, update: bytes) -> ClockRanges | None:
+        """The update's clock range per client, or ``None`` if one starts after a gap."""
         ranges = update_clock_ranges(update)
         clocks = self._clocks
         if all(start <= clocks.get(client, 0) for client, (start, _) in ranges.items()):
-            return False
+            return ranges
         # The fast bookkeeping says "gap": confirm against the document's own state vector
         # (authoritative, ~150 us with 50 clients, so only here) and resynchronise with it.
         clocks.update(read_state_vector(self.doc.get_state()))
-        return any(start > clocks.get(client, 0) for client, (start, _) in ranges.items())
+        if any(start > clocks.get(client, 0) for client, (start, _) in ranges.items()):
+            return None
+        return ranges
 
     def _retry_pending(self) -> None:
         progress = True
@@ -343,17 +358,19 @@ class YRoom:
             progress = False
             for entry in tuple(self._pending):
                 update, origin = entry
-                if not self._has_gap(update):
+                ranges = self._ranges_without_gap(update)
+                if ranges is not None:
                     self._pending.remove(entry)
                     origin = origin if origin in self._peers else ORIGIN_SERVER
                     try:
-                        self._apply(update, origin)
+                        self._apply(update, origin, ranges)
                     except ProtocolError:
                         continue
                     progress = True
 
-    def _apply(self, update: bytes, origin: object) -> bool:
-        self._origin, self._changed = origin, False
+    def _apply(self, update: bytes, origin: object, ranges: ClockRanges | None = None) -> bool:
+        """Apply ``update``; ``ranges``: its clock ranges, if already parsed (saves a second parse)."""
+        self._origin, self._changed, self._update_ranges = origin, False, ranges
         try:
             self.doc.apply_update(update)
         except ValueError as exc:
@@ -364,7 +381,7 @@ class YRoom:
             log.error("pycrdt panicked applying an update to room %r: %s", self.name, exc)
             raise ProtocolError("update could not be applied") from None
         finally:
-            self._origin = None
+            self._origin, self._update_ranges = None, None
         return self._after_change(origin)
 
     def _on_transaction(self, event) -> None:
@@ -374,10 +391,19 @@ class YRoom:
         if update == EMPTY_UPDATE:
             return
         self._changed = True
+        self._text_value = None
         clocks = self._clocks
-        for client, (_, end) in update_clock_ranges(update).items():
-            if end > clocks.get(client, 0):
-                clocks[client] = end
+        if self._own_edit:
+            # Our own clock moved on: forget it, and a peer update that names our client ID
+            # (rare) makes _ranges_without_gap look it up in the document's state vector.
+            clocks.pop(self.doc.client_id, None)
+        else:
+            # A gap-free update's own ranges bound what it integrated, so they do as well as
+            # the (possibly smaller) update Yrs hands us here.
+            ranges = self._update_ranges
+            for client, (_, end) in (update_clock_ranges(update) if ranges is None else ranges).items():
+                if end > clocks.get(client, 0):
+                    clocks[client] = end
         origin = self._origin
         frame = encode_update(update)
         for peer, info in tuple(self._peers.items()):
