@@ -43,6 +43,8 @@ class LocalCluster:
     """One process: the hub is everything there is."""
 
     redis_ok: bool | None = None  #: None: no Redis configured
+    #: Whether :meth:`relay` reaches anyone (no other processes here, so no).
+    relays = False
 
     def __init__(self, hub: SessionHub) -> None:
         self.hub = hub
@@ -138,6 +140,8 @@ return removed
 
 
 class RedisCluster(LocalCluster):
+    relays = True
+
     def __init__(
         self,
         hub: SessionHub,

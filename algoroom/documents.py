@@ -83,7 +83,12 @@ class Document:
         self.session = session
         self.room = YRoom(session.id, on_change=self._on_change, max_awareness_ids_per_peer=1024)
         self.relay = _RelayPeer(session.id, manager.cluster)
-        self.room.join(self.relay)
+        # Alone, the relay would be a peer that costs every change an encoded frame for nobody.
+        self._relayed = manager.cluster.relays
+        if self._relayed:
+            self.room.join(self.relay)
+        #: Set while a caller applies a change it saves at once: no debounced flush needed.
+        self.saving = False
         self.lock = asyncio.Lock()
         self.dirty = False
         self.last_used = time.monotonic()
@@ -106,7 +111,7 @@ class Document:
 
     @property
     def connections(self) -> int:
-        return len(self.room) - 1  # the relay peer is not a participant
+        return len(self.room) - self._relayed  # the relay peer is not a participant
 
     def remember(self, revision: int, state: bytes) -> None:
         self._state_size = len(state)
@@ -122,7 +127,7 @@ class Document:
         if origin is self.relay or origin == ORIGIN_LOAD:
             return  # another process saves its own changes; a load is already stored
         self.dirty = True
-        if self._flush is None:
+        if self._flush is None and not self.saving:
             delay = self.manager.flush_delay if self._state_size < BIG_DOCUMENT_BYTES else 1.0
             self._flush = asyncio.get_running_loop().call_later(delay, self._start_flush)
 
@@ -348,7 +353,11 @@ class DocumentManager:
                 document.room.apply_text_from_base(base, text)
                 target = None
             else:
-                document.room.apply_text(text)
+                document.saving = True
+                try:
+                    document.room.apply_text(text)
+                finally:
+                    document.saving = False
                 target = text
             document.cancel_flush()
             document.dirty = True

@@ -404,6 +404,8 @@ class YRoom:
             for client, (_, end) in (update_clock_ranges(update) if ranges is None else ranges).items():
                 if end > clocks.get(client, 0):
                     clocks[client] = end
+        if not self._peers:
+            return
         origin = self._origin
         frame = encode_update(update)
         for peer, info in tuple(self._peers.items()):
@@ -434,9 +436,11 @@ class YRoom:
 def _apply_edits(text: Text, edits: list[textdiff.Edit]) -> None:
     """Apply descending UTF-8 edits to a pycrdt ``Text`` (inside the caller's transaction)."""
     for index, delete, insert in edits:
-        if delete:
+        if delete and insert:
+            text[index : index + delete] = insert  # one call: removes, then inserts at index
+        elif delete:
             del text[index : index + delete]
-        if insert:
+        else:
             text.insert(index, insert)
 
 
