@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime, timezone
 
 
@@ -35,10 +35,8 @@ class Session:
 
     def with_code(self, code: str, language: str | None = None, *, now: datetime | None = None) -> Session:
         """The next revision of this session after a code change."""
-        return replace(
-            self,
-            code=code,
-            language=language or self.language,
-            updated_at=now or utcnow(),
-            revision=self.revision + 1,
+        # The constructor, not dataclasses.replace(): this runs on every edit, and replace()
+        # inspects the fields each time.
+        return Session(
+            self.id, code, language or self.language, self.created_at, now or utcnow(), self.revision + 1
         )
