@@ -52,9 +52,9 @@ def test_cli_flags_parse():
 
 
 async def test_started_server_exempts_its_startup_objects_from_gc():
-    assert gc.get_freeze_count() == 0
+    before = gc.get_freeze_count()  # not always 0: on some Pythons the runtime froze a few
     try:
         await freeze_startup_objects(None)
-        assert gc.get_freeze_count() > 1000  # at least every module loaded so far
+        assert gc.get_freeze_count() > before + 1000  # at least every module loaded so far
     finally:
         gc.unfreeze()
