@@ -322,6 +322,23 @@ def test_update_after_a_clock_gap_waits_for_the_gap(room: YRoom, changes: list[o
     assert room.text == b.text == a.text == "OFFLINE hello world typed"
 
 
+def test_peer_update_continuing_the_servers_own_edits_is_applied_not_held(room: YRoom) -> None:
+    # The room does not parse its own edits' updates; a peer relaying the server's later
+    # structs (a client syncing another's state) must still be seen as gap-free.
+    a, b = FakeClient(room, "a"), FakeClient(room, "b")
+    pump_all(a, b)
+    room.apply_text("abc")
+    pump_all(a, b)
+    seen_by_a = a.doc.get_state()
+    room.apply_text("abc def")
+    relayed = Doc()
+    relayed.apply_update(room.encode_state())
+    relayed.get("code", type=Text).insert(0, ">")
+    room.receive(b, encode_update(relayed.get_update(seen_by_a)))  # b speaks for `relayed`
+    pump_all(a, b)
+    assert room.text == a.text == ">abc def"
+
+
 def test_update_clock_ranges_reads_every_client_in_utf16_ticks() -> None:
     from algoroom.yjs.protocol import read_state_vector, update_clock_ranges
 
