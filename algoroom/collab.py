@@ -21,7 +21,7 @@ from .errors import ApiError
 from .keys import SERVICE, SETTINGS
 from .rest import errors
 from .tasks import owned_task
-from .ws import join_session, leave_session, open_socket, origin_allowed
+from .ws import join_session, leave_session, new_connection, open_socket, origin_allowed
 from .yjs import ProtocolError
 
 log = logging.getLogger("algoroom.collab")
@@ -49,17 +49,24 @@ async def yjs_socket(request: web.Request) -> web.StreamResponse:
         raise ApiError("Origin not allowed", status=403, code="ORIGIN_NOT_ALLOWED")
     ws = open_socket(settings)
     await ws.prepare(request)
+    documents = service.documents
+    conn = new_connection(request, ws, session_id, wants_json=False)
     try:
-        document = await service.documents.open(session_id)
+        # Joined in the order sockets arrive, even while the document loads: the room
+        # relays to its peers in join order, first come first served.
+        room = (await documents.open(session_id, join=conn)).room
     except ApiError:
         await ws.close(code=CLOSE_UNKNOWN_SESSION, message=b"session not found")
         return ws
-
-    room = document.room
-    conn = await join_session(request, ws, session_id, wants_json=False)
+    except BaseException:
+        documents.leave(session_id, conn)
+        raise
     try:
-        for frame in room.join(conn):
-            conn.send(frame)
+        await join_session(request, conn)
+    except BaseException:
+        room.leave(conn)
+        raise
+    try:
         async for msg in ws:
             if msg.type is WSMsgType.BINARY:
                 try:

@@ -35,7 +35,7 @@ from .errors import RevisionConflict, SessionNotFound
 from .messages import code_update_message
 from .sessions import Session
 from .store.base import SessionStore
-from .yjs import ORIGIN_LOAD, ProtocolError, YRoom
+from .yjs import ORIGIN_LOAD, Peer, ProtocolError, YRoom
 from .yjs.protocol import KEEPALIVE_FRAME
 
 log = logging.getLogger("algoroom.documents")
@@ -166,6 +166,8 @@ class DocumentManager:
         self._documents: dict[str, Document] = {}
         self._loading: dict[str, asyncio.Future[Document]] = {}
         self._early_frames: dict[str, list[bytes]] = {}
+        #: Peers asking to join a document still loading, in the order they asked.
+        self._joiners: dict[str, list[Peer]] = {}
         self._tasks: set[asyncio.Task[object]] = set()
         cluster.on_remote(KIND_YJS, self._on_remote_frame)
 
@@ -218,22 +220,35 @@ class DocumentManager:
 
     # -- loading -----------------------------------------------------------------------
 
-    async def open(self, session_id: str) -> Document:
-        """The session's document, loaded (once, however many callers ask at once)."""
+    async def open(self, session_id: str, *, join: Peer | None = None) -> Document:
+        """The session's document, loaded (once, however many callers ask at once).
+
+        ``join``: a peer to add to the document's room, in the order the callers asked,
+        even while the document loads (callers that wait for a load would otherwise resume
+        after later ones that found it loaded, and a room serves its peers in join order).
+        Pair with :meth:`leave`.
+        """
         document = self._documents.get(session_id)
         if document is not None:
             document.last_used = time.monotonic()
+            if join is not None:
+                _join(document, join)
             return document
         pending = self._loading.get(session_id)
         if pending is not None:
+            if join is not None:
+                self._joiners[session_id].append(join)
             return await asyncio.shield(pending)
         future: asyncio.Future[Document] = asyncio.get_running_loop().create_future()
         self._loading[session_id] = future
         self._early_frames[session_id] = []
+        self._joiners[session_id] = [join] if join is not None else []
         try:
             document = await self._load(session_id)
             for frame in self._early_frames.pop(session_id, ()):
                 self._feed_remote(document, frame)
+            for peer in self._joiners.pop(session_id, ()):
+                _join(document, peer)
             self._documents[session_id] = document
             future.set_result(document)
             return document
@@ -244,6 +259,17 @@ class DocumentManager:
         finally:
             self._loading.pop(session_id, None)
             self._early_frames.pop(session_id, None)
+            self._joiners.pop(session_id, None)
+
+    def leave(self, session_id: str, peer: Peer) -> None:
+        """Take ``peer`` out of the document's room, or out of the queue to join it."""
+        joiners = self._joiners.get(session_id)
+        if joiners is not None and peer in joiners:
+            joiners.remove(peer)
+            return
+        document = self._documents.get(session_id)
+        if document is not None:
+            document.room.leave(peer)
 
     async def _load(self, session_id: str) -> Document:
         # Session first, then state: a save landing between the two reads can only make the
@@ -412,6 +438,11 @@ class DocumentManager:
             log.warning("ignoring a bad Yjs frame relayed for session %s: %s", document.session_id, error)
         finally:
             document.relay.receiving = False
+
+
+def _join(document: Document, peer: Peer) -> None:
+    for frame in document.room.join(peer):
+        peer.send(frame)
 
 
 class _ConflictBackoff:

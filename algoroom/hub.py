@@ -190,12 +190,16 @@ class Connection:
 
 
 class _Room:
-    """The sockets of one session, and the newest code revision already sent to them."""
+    """The sockets of one session, and the newest code revision already sent to them.
+
+    ``members`` is a dict used as an ordered set: a broadcast reaches sockets in the order
+    they joined, first come first served, as the Yjs rooms do.
+    """
 
     __slots__ = ("members", "revision")
 
     def __init__(self) -> None:
-        self.members: set[Connection] = set()
+        self.members: dict[Connection, None] = {}
         self.revision = -1
 
 
@@ -210,7 +214,7 @@ class SessionHub:
         room = self._rooms.get(conn.session_id)
         if room is None:
             room = self._rooms[conn.session_id] = _Room()
-        room.members.add(conn)
+        room.members[conn] = None
         return len(room.members)
 
     def leave(self, conn: Connection) -> int:
@@ -218,7 +222,7 @@ class SessionHub:
         room = self._rooms.get(conn.session_id)
         if room is None:
             return 0
-        room.members.discard(conn)
+        room.members.pop(conn, None)
         if not room.members:
             del self._rooms[conn.session_id]
         return len(room.members)

@@ -83,7 +83,7 @@ async def session_socket(request: web.Request) -> web.StreamResponse:
         await ws.close(code=CLOSE_UNKNOWN_SESSION, message=b"session not found")
         return ws
 
-    conn = await join_session(request, ws, session_id)
+    conn = await join_session(request, new_connection(request, ws, session_id))
     try:
         async for msg in ws:
             if msg.type is WSMsgType.TEXT:
@@ -110,15 +110,12 @@ def open_socket(settings: Settings) -> web.WebSocketResponse:
     )
 
 
-async def join_session(
+def new_connection(
     request: web.Request, ws: web.WebSocketResponse, session_id: str, *, wants_json: bool = True
 ) -> Connection:
-    """Make an open socket a participant: counted everywhere and announced to everyone.
-
-    Pair with :func:`leave_session` in a ``finally`` (plain functions rather than a context
-    manager: every idle socket would keep the manager's frame alive)."""
-    settings, cluster = request.app[SETTINGS], request.app[SERVICE].cluster
-    conn = Connection(
+    """The outgoing side of an open socket, with the app's queue limits."""
+    settings = request.app[SETTINGS]
+    return Connection(
         ws,
         session_id,
         queue_size=settings.ws_send_queue,
@@ -126,8 +123,16 @@ async def join_session(
         transport=request.transport,
         wants_json=wants_json,
     )
+
+
+async def join_session(request: web.Request, conn: Connection) -> Connection:
+    """Make a connection a participant: counted everywhere and announced to everyone.
+
+    Pair with :func:`leave_session` in a ``finally`` (plain functions rather than a context
+    manager: every idle socket would keep the manager's frame alive)."""
+    cluster = request.app[SERVICE].cluster
     count = await cluster.join(conn)
-    cluster.broadcast(session_id, participant_message("participant_joined", session_id, count))
+    cluster.broadcast(conn.session_id, participant_message("participant_joined", conn.session_id, count))
     return conn
 
 

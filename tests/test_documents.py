@@ -1,0 +1,88 @@
+"""DocumentManager on its own: who joins a document's room, and in which order."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from algoroom.cluster import LocalCluster
+from algoroom.documents import DocumentManager
+from algoroom.errors import SessionNotFound
+from algoroom.hub import SessionHub
+from algoroom.sessions import Session
+from algoroom.store.memory import MemoryStore
+
+from .yjs.fakes import RecordingPeer
+
+
+class GatedStore(MemoryStore):
+    """A memory store whose document loads wait until the test opens the gate."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = asyncio.Event()
+
+    async def load_document(self, session_id: str) -> bytes | None:
+        await self.gate.wait()
+        return await super().load_document(session_id)
+
+
+@pytest.fixture
+async def store() -> GatedStore:
+    return GatedStore()
+
+
+@pytest.fixture
+async def manager(store: GatedStore):
+    manager = DocumentManager(store, LocalCluster(SessionHub()))
+    yield manager
+    await manager.close()
+
+
+async def new_session(store: GatedStore) -> str:
+    session = Session.new("python")
+    await store.create(session)
+    return session.id
+
+
+async def test_peers_join_in_the_order_they_asked_even_while_the_document_loads(store, manager):
+    sid = await new_session(store)
+    a, b, c, late = (RecordingPeer(name) for name in ("a", "b", "c", "late"))
+    loading = asyncio.create_task(manager.open(sid, join=a))
+    waiting = [asyncio.create_task(manager.open(sid, join=peer)) for peer in (b, c)]
+    await asyncio.sleep(0)  # a yield, not a wait: every task is now parked on the load
+    store.gate.set()
+    document = await loading
+    # The document is published while b and c have not resumed yet: a socket arriving now
+    # must still come after them.
+    assert await manager.open(sid, join=late) is document
+    assert await asyncio.gather(*waiting) == [document, document]
+    assert document.room.peers == (a, b, c, late)
+    assert all(peer.frames for peer in (a, b, c, late))  # each got its SyncStep1
+
+
+async def test_a_caller_gone_while_waiting_never_joins(store, manager):
+    sid = await new_session(store)
+    a, gone = RecordingPeer("a"), RecordingPeer("gone")
+    loading = asyncio.create_task(manager.open(sid, join=a))
+    waiting = asyncio.create_task(manager.open(sid, join=gone))
+    await asyncio.sleep(0)
+    waiting.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
+    manager.leave(sid, gone)  # what the socket handler does on its way out
+    store.gate.set()
+    document = await loading
+    assert document.room.peers == (a,)
+    assert gone.frames == []
+    manager.leave(sid, a)
+    assert document.room.peers == ()
+
+
+async def test_joiners_of_an_unknown_session_get_the_error(store, manager):
+    peer = RecordingPeer()
+    store.gate.set()
+    with pytest.raises(SessionNotFound):
+        await manager.open("no-such-session", join=peer)
+    assert peer.frames == []
