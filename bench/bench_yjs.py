@@ -137,19 +137,42 @@ def python_memory(docs: int, edits: int) -> dict:
     for room in rooms:
         room.close()
     del rooms, streams
-    before_reload = rss()
-    reloaded = []
-    for state in states:
-        room = YRoom()
-        room.load(state)
-        reloaded.append(room)
-    after_reload = rss()
     return {
         "perDocBytes": (after - before) / docs,
-        "perDocReloadedBytes": (after_reload - before_reload) / docs,
+        "perDocReloadedBytes": python_reload_memory(states) / docs,
         "stateBytes": len(states[0]),
         "encodeMs": encode_ms,
     }
+
+
+def python_reload_memory(states: list[bytes]) -> int:
+    """RSS growth of loading ``states`` into rooms, in a fresh process: this one would reuse
+    the memory its freed rooms left to the allocators, and show almost nothing."""
+    with tempfile.TemporaryDirectory(prefix="algoroom-bench-yjs-") as tmp:
+        path = Path(tmp) / "states.bin"
+        path.write_bytes(b"".join(len(state).to_bytes(4, "big") + state for state in states))
+        out = subprocess.run(
+            [sys.executable, __file__, "--reload-states", str(path)],
+            capture_output=True, text=True, timeout=600, check=True,
+        )
+    return int(out.stdout.strip().splitlines()[-1])
+
+
+def reload_states(path: str) -> int:
+    from algoroom.yjs import YRoom
+
+    data, states = Path(path).read_bytes(), []
+    while data:
+        size = int.from_bytes(data[:4], "big")
+        states.append(data[4 : 4 + size])
+        data = data[4 + size :]
+    before = rss()
+    rooms = []
+    for state in states:
+        room = YRoom()
+        room.load(state)
+        rooms.append(room)
+    return rss() - before
 
 
 def node_memory(docs: int, edits: int) -> dict:
@@ -172,7 +195,11 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2, help="alternating runs per server; best median kept")
     parser.add_argument("--docs", type=int, default=20, help="documents for the memory measurement")
     parser.add_argument("--edits", type=int, default=10_000, help="edits per document for the memory measurement")
+    parser.add_argument("--reload-states", help=argparse.SUPPRESS)  # child mode of python_reload_memory
     args = parser.parse_args()
+    if args.reload_states:
+        print(reload_states(args.reload_states))
+        return
 
     procs: list[subprocess.Popen] = []
     tmp = tempfile.TemporaryDirectory(prefix="algoroom-bench-yjs-")
