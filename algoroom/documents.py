@@ -87,8 +87,6 @@ class Document:
         self._relayed = manager.cluster.relays
         if self._relayed:
             self.room.join(self.relay)
-        #: Set while a caller applies a change it saves at once: no debounced flush needed.
-        self.saving = False
         self.lock = asyncio.Lock()
         self.dirty = False
         self.last_used = time.monotonic()
@@ -127,7 +125,7 @@ class Document:
         if origin is self.relay or origin == ORIGIN_LOAD:
             return  # another process saves its own changes; a load is already stored
         self.dirty = True
-        if self._flush is None and not self.saving:
+        if self._flush is None:
             delay = self.manager.flush_delay if self._state_size < BIG_DOCUMENT_BYTES else 1.0
             self._flush = asyncio.get_running_loop().call_later(delay, self._start_flush)
 
@@ -379,11 +377,7 @@ class DocumentManager:
                 document.room.apply_text_from_base(base, text)
                 target = None
             else:
-                document.saving = True
-                try:
-                    document.room.apply_text(text)
-                finally:
-                    document.saving = False
+                document.room.apply_text(text)
                 target = text
             document.cancel_flush()
             document.dirty = True
