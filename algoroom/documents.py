@@ -366,7 +366,10 @@ class DocumentManager:
                 if expected_revision != document.revision:
                     raise RevisionConflict(session_id, expected_revision, document.revision)
             unchanged = text == document.text and (language is None or language == document.language)
-            if unchanged and base_revision is None and not document.dirty:
+            # Only this process's view can prove an edit a no-op: with other processes, the
+            # document may show their unsaved-here edits and ``session`` an older revision,
+            # so the edit is saved (the store keeps the revision if the code is the same).
+            if unchanged and base_revision is None and not document.dirty and not self.cluster.relays:
                 return document.session  # nothing to change or save
             if language is not None and language != document.language:
                 await self._store_language(document, text, language)

@@ -12,6 +12,8 @@ from algoroom.errors import SessionNotFound
 from algoroom.hub import SessionHub
 from algoroom.sessions import Session
 from algoroom.store.memory import MemoryStore
+from algoroom.yjs import YRoom
+from algoroom.yjs.protocol import encode_update
 
 from .yjs.fakes import RecordingPeer
 
@@ -86,3 +88,35 @@ async def test_joiners_of_an_unknown_session_get_the_error(store, manager):
     with pytest.raises(SessionNotFound):
         await manager.open("no-such-session", join=peer)
     assert peer.frames == []
+
+
+class RelayingCluster(LocalCluster):
+    """Stands for the Redis cluster: other processes exist, and the test plays one of them."""
+
+    relays = True
+
+    def deliver(self, kind: bytes, session_id: str, payload: bytes) -> None:
+        self._handlers[kind](session_id, payload)
+
+
+async def test_a_put_matching_a_relayed_text_is_still_saved_as_a_new_revision(store):
+    # Another process's edits can leave our document showing, unsaved by us, exactly the
+    # text a PUT then asks for. That PUT is a change to the stored code, not a no-op.
+    cluster = RelayingCluster(SessionHub())
+    manager = DocumentManager(store, cluster)
+    store.gate.set()
+    try:
+        sid = await new_session(store)
+        first = await manager.apply_text(sid, "1")
+        document = manager.loaded(sid)
+        elsewhere = YRoom()
+        elsewhere.load(document.room.encode_state())
+        before = elsewhere.state_vector()
+        elsewhere.apply_text("16")
+        cluster.deliver(b"y", sid, encode_update(elsewhere.doc.get_update(before)))
+        assert document.text == "16"
+        session = await manager.apply_text(sid, "16")
+        assert (session.revision, session.code) == (first.revision + 1, "16")
+        assert (await store.get(sid)).code == "16"
+    finally:
+        await manager.close()
