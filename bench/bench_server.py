@@ -3,6 +3,7 @@
     .venv/bin/pip install -r bench/requirements.txt && apt-get install -y wrk
     .venv/bin/python bench/bench_server.py            # table; --json for one JSON document
     .venv/bin/python bench/bench_server.py --database-url sqlite:////tmp/bench.db
+    .venv/bin/python bench/bench_server.py --floor    # + bare aiohttp, the stack's floor
 
 Both servers run as subprocesses on free loopback ports (algoroom as ``python -m algoroom``
 with ``ALGOROOM_DATABASE_URL``, default ``memory://``; the seed stack as
@@ -21,8 +22,13 @@ with ``ALGOROOM_DATABASE_URL``, default ``memory://``; the seed stack as
    at once), ``--puts`` PUTs per server, one at a time, alternating servers; a socket's
    delivery time is its receipt time minus the moment the PUT's bytes were written
    (sockets and PUT in this process, one ``time.perf_counter``). Reported: median and p99
-   over all deliveries, the last socket's time (median over the PUTs), and the server CPU
-   each PUT cost (``/proc/PID/schedstat``).
+   over all deliveries, the first and the last socket's time (medians over the PUTs), and
+   the server CPU each PUT cost (``/proc/PID/schedstat``). The first socket is the PUT's
+   fixed cost (request, validation, storage); the spread to the last is the per-socket cost.
+
+``--floor`` adds a third server, ``bench/aiohttp_floor.py``: the same endpoints on bare aiohttp
+with no middleware, validation, document or store. It shows how much of each figure is
+algoroom's own work and how much is aiohttp, uvloop and the kernel underneath it.
 
 The sockets are a minimal RFC 6455 client on raw asyncio transports (answers pings, parses
 frames, finds the PUT's marker in text frames without decoding JSON), so the client's own
@@ -60,6 +66,7 @@ from typing import Any
 HOST = "127.0.0.1"
 ROOT = Path(__file__).resolve().parent.parent
 FASTAPI_SEED = Path(__file__).resolve().parent / "fastapi_seed.py"
+AIOHTTP_FLOOR = Path(__file__).resolve().parent / "aiohttp_floor.py"
 
 TARGETS = {"throughput": 2.0, "last_socket": 0.5, "memory": 0.5}
 
@@ -172,6 +179,12 @@ def fastapi_server(args: argparse.Namespace, cpu: int | None) -> Server:
     port = free_port()
     argv = [sys.executable, str(FASTAPI_SEED), "--host", HOST, "--port", str(port)]
     return Server("fastapi", argv, dict(os.environ), port, cpu)
+
+
+def floor_server(args: argparse.Namespace, cpu: int | None) -> Server:
+    port = free_port()
+    argv = [sys.executable, str(AIOHTTP_FLOOR), "--host", HOST, "--port", str(port)]
+    return Server("floor", argv, dict(os.environ), port, cpu)
 
 
 # --- a small HTTP/1.1 keep-alive client --------------------------------------------------
@@ -538,6 +551,7 @@ class FanoutRun:
         self.session_id = ""
         self.per_socket: list[float] = []
         self.last: list[float] = []
+        self.first: list[float] = []
         self.responses: list[float] = []
         self.cpu_seconds = 0.0
         self.other_cpu: list[float] = []
@@ -572,6 +586,7 @@ class FanoutRun:
         latencies = [(t - sent) * 1000 for t in self.tracker.times]
         self.per_socket.extend(latencies)
         self.last.append(max(latencies))
+        self.first.append(min(latencies))
         self.responses.append((answered - sent) * 1000)
         self.cpu_seconds += after.server - before.server
         self.other_cpu.append(after.since(before)["other_cpu"])
@@ -589,6 +604,7 @@ class FanoutRun:
             "p99_ms": percentile(self.per_socket, 99),
             "last_socket_ms": statistics.median(self.last),
             "last_socket_max_ms": max(self.last),
+            "first_socket_ms": statistics.median(self.first),
             "put_response_median_ms": statistics.median(self.responses),
             "join_storm_s": self.join_seconds,
             "server_cpu_ms_per_put": self.cpu_seconds / puts * 1000,
@@ -820,6 +836,8 @@ def stack_versions(servers: list[Server]) -> dict[str, str]:
         loop = "uvloop" if "/uvloop/" in mapped else "asyncio loop"
         if server.name == "algoroom":
             stacks[server.name] = f"aiohttp {v('aiohttp')}, {loop}"
+        elif server.name == "floor":
+            stacks[server.name] = f"bench/aiohttp_floor.py: bare aiohttp {v('aiohttp')}, {loop}"
         else:
             http = "httptools" if "/httptools/" in mapped else "h11"
             stacks[server.name] = (
@@ -834,10 +852,12 @@ ROWS = [
     ("get_rps_cpu", "GET req per server CPU-second", "{:,.0f}", "throughput"),
     ("put_rps", "PUT /sessions/{id}/code req/s", "{:,.0f}", None),
     ("put_rps_cpu", "PUT req per server CPU-second", "{:,.0f}", "throughput"),
+    ("fan100_first", "fan-out 100: first socket ms", "{:.2f}", None),
     ("fan100_median", "fan-out 100: median ms", "{:.2f}", None),
     ("fan100_p99", "fan-out 100: p99 ms", "{:.2f}", None),
     ("fan100_last", "fan-out 100: last socket ms", "{:.2f}", "last_socket"),
     ("fan100_cpu", "fan-out 100: server CPU ms/PUT", "{:.2f}", None),
+    ("fan1000_first", "fan-out 1000: first socket ms", "{:.2f}", None),
     ("fan1000_median", "fan-out 1000: median ms", "{:.2f}", None),
     ("fan1000_p99", "fan-out 1000: p99 ms", "{:.2f}", None),
     ("fan1000_last", "fan-out 1000: last socket ms", "{:.2f}", "last_socket"),
@@ -860,6 +880,7 @@ def flat(results: Results) -> dict[str, float]:
         row["mem_per_socket"] = results.memory["kib_per_socket"]
     for sockets, fan in results.fanout.items():
         row[f"fan{sockets}_cpu"] = fan["server_cpu_ms_per_put"]
+        row[f"fan{sockets}_first"] = fan["first_socket_ms"]
         row[f"fan{sockets}_median"] = fan["median_ms"]
         row[f"fan{sockets}_p99"] = fan["p99_ms"]
         row[f"fan{sockets}_last"] = fan["last_socket_ms"]
@@ -903,22 +924,31 @@ def conditions(results: dict[str, Results]) -> str:
 def print_table(results: dict[str, Results], meta: dict[str, Any]) -> None:
     a, f = results["algoroom"], results["fastapi"]
     fa, ff = flat(a), flat(f)
+    floor = flat(results["floor"]) if "floor" in results else None
     width = max(len(label) for _, label, _, _ in ROWS)
     print(f"algoroom: {meta['stacks']['algoroom']}, {meta['database_url']}")
     print(f"fastapi:  {meta['stacks']['fastapi']}")
+    if floor is not None:
+        print(f"floor:    {meta['stacks']['floor']} (no validation, store or document: the stack's floor)")
     print(
         f"load: {meta['loadgen']} ({meta['connections']} connections), best of {meta['rounds']} x {meta['duration']} s "
         f"after {meta['warmup']} s warm-up; fan-out: {meta['puts']} PUTs; memory: {meta['mem_sockets']} idle "
         f"sockets in rooms of {meta['mem_room_size']}; {meta['cpu']}"
     )
-    print(f"{'metric':<{width}} | {'algoroom':>10} | {'fastapi':>10} | {'ratio':>6}")
-    print(f"{'-' * width}-+-{'-' * 10}-+-{'-' * 10}-+-{'-' * 6}")
+    extra = f" | {'floor':>10} | {'floor/fastapi':>13}" if floor is not None else ""
+    print(f"{'metric':<{width}} | {'algoroom':>10} | {'fastapi':>10} | {'ratio':>6}{extra}")
+    rule = f"-+-{'-' * 10}-+-{'-' * 13}" if floor is not None else ""
+    print(f"{'-' * width}-+-{'-' * 10}-+-{'-' * 10}-+-{'-' * 6}{rule}")
     for key, label, fmt, _ in ROWS:
         if key not in fa or key not in ff:
             continue
         ratio = fa[key] / ff[key] if ff[key] else float("inf")
-        print(f"{label:<{width}} | {fmt.format(fa[key]):>10} | {fmt.format(ff[key]):>10} | {ratio:>5.2f}x")
-    errors = {r.name: sum(run["errors"] for runs in r.throughput.values() for run in runs) for r in (a, f)}
+        line = f"{label:<{width}} | {fmt.format(fa[key]):>10} | {fmt.format(ff[key]):>10} | {ratio:>5.2f}x"
+        if floor is not None and key in floor:
+            floor_ratio = floor[key] / ff[key] if ff[key] else float("inf")
+            line += f" | {fmt.format(floor[key]):>10} | {floor_ratio:>12.2f}x"
+        print(line)
+    errors = {r.name: sum(run["errors"] for runs in r.throughput.values() for run in runs) for r in results.values()}
     if any(errors.values()):
         print(f"load-generator errors (non-2xx or socket): {errors}")
     print(conditions(results))
@@ -957,7 +987,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--no-pin", action="store_true", help="do not pin server and load generator to cores")
     parser.add_argument("--startup-timeout", type=float, default=20.0)
-    parser.add_argument("--only", choices=["algoroom", "fastapi"], help="measure one server (no ratios)")
+    parser.add_argument("--only", choices=["algoroom", "fastapi", "floor"], help="measure one server (no ratios)")
+    parser.add_argument(
+        "--floor", action="store_true",
+        help="also run bench/aiohttp_floor.py (bare aiohttp, no validation or storage): the stack's floor",
+    )
     parser.add_argument(
         "--skip", nargs="+", default=[], choices=["memory", "throughput", "fanout"], help="leave out these parts"
     )
@@ -986,8 +1020,8 @@ def main(argv: list[str] | None = None) -> int:
         "database_url": args.database_url, "python": platform.python_version(),
         "client_loop": type(new_loop()).__module__.split(".")[0],
     }
-    factories = {"algoroom": algoroom_server, "fastapi": fastapi_server}
-    names = [args.only] if args.only else ["algoroom", "fastapi"]
+    factories = {"algoroom": algoroom_server, "fastapi": fastapi_server, "floor": floor_server}
+    names = [args.only] if args.only else ["algoroom", "fastapi", *(["floor"] if args.floor else [])]
     servers = [factories[name](args, server_cpu) for name in names]
     results = measure_all(servers, args, loadgen)
     meta["stacks"] = stack_versions(servers)
@@ -998,13 +1032,16 @@ def main(argv: list[str] | None = None) -> int:
             "summary": {name: flat(r) for name, r in results.items()},
             "results": {name: r.__dict__ for name, r in results.items()},
         }
-        if len(results) == 2:
+        if "algoroom" in results and "fastapi" in results:
             fa, ff = flat(results["algoroom"]), flat(results["fastapi"])
             document["ratios"] = {key: fa[key] / ff[key] for key in fa if key in ff and ff[key]}
+            if "floor" in results:
+                fl = flat(results["floor"])
+                document["floor_ratios"] = {key: fl[key] / ff[key] for key in fl if key in ff and ff[key]}
             document["verdict"], document["all_targets_met"] = verdict(fa, ff)
             document["conditions"] = conditions(results)
         print(json.dumps(document, indent=2))
-    elif len(results) == 2:
+    elif "algoroom" in results and "fastapi" in results:
         print_table(results, meta)
     else:
         print(json.dumps({name: flat(r) for name, r in results.items()}, indent=2))
