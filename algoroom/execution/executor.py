@@ -178,9 +178,7 @@ class Executor:
         """The highest limits any available language may get: a pre-started sandbox's rlimits."""
         ceilings = self.limits
         for lang_id in self._versions:
-            ceilings = ceilings.with_floors(
-                {k: v for k, v in self._registry[lang_id].limit_overrides.items() if getattr(ceilings, k, 0) < v}
-            )
+            ceilings = ceilings.with_floors(self._registry[lang_id].limit_overrides)
         return ceilings
 
     def _release_host_resources(self) -> None:
@@ -254,7 +252,7 @@ class Executor:
         if not code.strip():
             return RunResult("ok", exit_code=0, language=lang.id, version=version, warning=warning)
         outcome = await self._execute(
-            lang, code, stdin, tuple(str(a) for a in args), limits, bounded=True, prestarted=True
+            lang, code, stdin, tuple(str(a) for a in args), limits, bounded=True
         )
         return judge(outcome, language=lang, version=version, limits=limits, wall_ms=limits.wall_ms, warning=warning)
 
@@ -267,7 +265,6 @@ class Executor:
         limits: ExecutionLimits,
         *,
         bounded: bool,
-        prestarted: bool = False,
     ) -> Outcome:
         assert self._pool is not None
         slot = await self._pool.acquire(bounded=bounded)
@@ -275,10 +272,10 @@ class Executor:
         started = loop.time()
         fds: list[int] = []
         try:
-            ready = self._prestart.take(slot, code) if self._prestart is not None and prestarted else None
-            if ready is not None:
-                ready.prepare(lang, limits, code, stdin, args)
-                run, workdir = ready.run, None
+            # The probe and the version checks run before any sandbox is pre-started.
+            taken = self._prestart.take(slot, lang, limits, code, stdin, args) if self._prestart is not None else None
+            if taken is not None:
+                run, workdir = taken, None
             else:
                 if self._prestart is not None:
                     await self._prestart.discard(slot)  # a dead or unsuitable one: the uid must be clean

@@ -83,13 +83,23 @@ class PrestartPool:
         """Host pids of the waiting sandboxes' outer bwrap processes."""
         return {ready.run.pid for ready in self._ready.values() if ready.run.pid is not None}
 
-    def take(self, slot: Slot, code: str) -> Prestarted | None:
-        """The slot's waiting sandbox if it can take this run (bash strings cannot hold NUL)."""
+    def take(
+        self, slot: Slot, lang: Language, limits: ExecutionLimits, code: str, stdin: str, args: tuple[str, ...]
+    ) -> ProcessRun | None:
+        """The slot's waiting sandbox, given this run, if it can take it.
+
+        It stays the slot's (for :meth:`discard`) unless it took the run: bash strings
+        cannot hold NUL, so a run with one in its source starts on demand.
+        """
         ready = self._ready.get(slot.index)
-        if ready is None or not ready.run.waiting or "\0" in code:
+        if ready is None or not ready.run.waiting:
+            return None
+        try:
+            ready.prepare(lang, limits, code, stdin, args)
+        except ValueError:
             return None
         del self._ready[slot.index]
-        return ready
+        return ready.run
 
     async def discard(self, slot: Slot) -> None:
         """Kill the slot's sandbox, if any, and wait until nothing of it is left."""
