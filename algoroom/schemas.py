@@ -25,8 +25,14 @@ def valid_unicode(value: str) -> None:
 def text(**kwargs) -> fields.String:
     """A string field that only accepts real Unicode text."""
     extra = kwargs.pop("validate", None)
-    validators = [valid_unicode] + ([extra] if extra else [])
+    validators = [valid_unicode] + (extra if isinstance(extra, list) else [extra] if extra else [])
     return fields.String(validate=validators, **kwargs)
+
+
+def no_nul(value: str) -> None:
+    """Reject NUL, which a program's argv cannot carry (C strings end at it)."""
+    if "\0" in value:
+        raise ValidationError(f"Must not contain NUL (at index {value.index(chr(0))}).")
 
 
 def language_field(**kwargs) -> fields.String:
@@ -137,7 +143,9 @@ class ExecuteRequestSchema(Schema):
         unknown = RAISE
 
     stdin = text(load_default="", validate=validate.Length(max=1024 * 1024))
-    args = fields.List(text(validate=validate.Length(max=4096)), load_default=list, validate=validate.Length(max=64))
+    args = fields.List(
+        text(validate=[validate.Length(max=4096), no_nul]), load_default=list, validate=validate.Length(max=64)
+    )
     timeout_ms = fields.Integer(
         data_key="timeoutMs",
         strict=True,

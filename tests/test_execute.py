@@ -80,7 +80,11 @@ async def test_python_error_timeout_stdin_and_empty_code(exec_client):
 
 async def test_execute_validation_and_unknown_session(client, session_id):
     await assert_error(await client.post("/sessions/nope/execute"), 404, "SESSION_NOT_FOUND")
-    for body, field in (({"timeoutMs": "1"}, "timeoutMs"), ({"args": "x"}, "args"), ({"stdn": ""}, "stdn")):
+    cases = (
+        ({"timeoutMs": "1"}, "timeoutMs"), ({"args": "x"}, "args"), ({"args": ["a\u0000b"]}, "args"),
+        ({"stdn": ""}, "stdn"),
+    )
+    for body, field in cases:
         resp = await client.post(f"/sessions/{session_id}/execute", json=body)
         error = await assert_error(resp, 422, "VALIDATION_ERROR")
         assert field in error["details"]
