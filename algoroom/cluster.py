@@ -60,12 +60,10 @@ class LocalCluster:
         """Register the handler of a custom event kind coming from other processes."""
         self._handlers[kind] = handler
 
-    def has_audience(self, session_id: str) -> bool:
-        """Whether anyone (here, or possibly in another process) would receive an event."""
-        return self.hub.count(session_id) > 0
-
     def broadcast(self, session_id: str, message: dict[str, Any], *, revision: int | None = None) -> None:
         """Deliver ``message`` to the session's sockets in every process."""
+        if not self.relays and not self.hub.count(session_id):
+            return  # nobody to serialise it for
         payload = self.hub.broadcast(session_id, message, revision=revision)
         if payload is not None:
             self._relay(KIND_EVENT, session_id, payload.encode(), revision)
@@ -165,9 +163,6 @@ class RedisCluster(LocalCluster):
         self._redis: Any = None
         self.redis_ok = False
         self.last_error: str | None = None
-
-    def has_audience(self, session_id: str) -> bool:
-        return True  # other processes may have sockets on it
 
     # -- lifecycle -------------------------------------------------------------------
 

@@ -64,8 +64,7 @@ class SessionService:
         session = await self.documents.apply_text(
             session_id, code, language, expected_revision=expected_revision, base_revision=base_revision
         )
-        if self.cluster.has_audience(session.id):
-            self.cluster.broadcast(session.id, code_update_message(session), revision=session.revision)
+        self.cluster.broadcast(session.id, code_update_message(session), revision=session.revision)
         return session
 
     async def current_code(self, session: Session) -> str:
