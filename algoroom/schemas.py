@@ -16,6 +16,8 @@ STRICT_BOOL = {"truthy": {True}, "falsy": {False}}
 
 def valid_unicode(value: str) -> None:
     """Reject lone surrogates (``"\\ud800"`` is valid JSON but not text anyone can store or send)."""
+    if value.isascii():
+        return  # the common case, without encoding the whole buffer once more
     try:
         value.encode("utf-8")
     except UnicodeEncodeError as error:
