@@ -331,8 +331,10 @@ class DocumentManager:
         document.dirty = True
         raise RevisionConflict(document.session_id, document.revision, -1)
 
-    async def _merge_stored(self, document: Document) -> None:
-        session = await self.store.get(document.session_id)
+    async def _merge_stored(self, document: Document, session: Session | None = None) -> None:
+        """Merge the stored state into the document; ``session``: the stored session, if just read."""
+        if session is None:
+            session = await self.store.get(document.session_id)
         if session is None:
             raise SessionNotFound(document.session_id)
         state = await self.store.load_document(document.session_id)
@@ -407,7 +409,7 @@ class DocumentManager:
         if session is None:
             raise SessionNotFound(document.session_id)
         if session.revision != document.revision:
-            await self._merge_stored(document)
+            await self._merge_stored(document, session)
 
     def forget(self, session_id: str) -> None:
         """Drop a deleted session's document without saving it."""
