@@ -66,6 +66,16 @@ class ExecutionLimits:
         return dataclasses.replace(self, **changes) if changes else self
 
     @property
+    def compile_stage_memory_mb(self) -> int:
+        """Memory of a compiled language's whole sandbox: the compiler's or the program's."""
+        return max(self.memory_mb, self.compile_memory_mb)
+
+    @property
+    def compile_stage_cpu_ms(self) -> int:
+        """CPU of a compiled language's whole sandbox: the compiler may use its wall time."""
+        return max(self.cpu_ms, self.compile_wall_ms)
+
+    @property
     def heap_mb(self) -> int:
         """Heap a managed runtime (V8, JVM) gets: room left for its own native memory."""
         return max(16, self.memory_mb * 3 // 4)

@@ -54,7 +54,7 @@ class StageLimits:
         return cls(
             output_cap=limits.output_bytes, wall_ms=limits.wall_ms, memory_kb=limits.memory_mb * 1024,
             compiled=compiled, compile_wall_ms=limits.compile_wall_ms,
-            compile_memory_kb=max(limits.memory_mb, limits.compile_memory_mb) * 1024,
+            compile_memory_kb=limits.compile_stage_memory_mb * 1024,
         )
 
 

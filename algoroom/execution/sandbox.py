@@ -228,8 +228,8 @@ def stage_script(language: Language, limits: ExecutionLimits, compile_fd: int, *
     compile_cmd = shlex.join(substitute(language.compile, limits))
     compile_limits = ""
     if ceilings:
-        compile_cpu_s = max(1, math.ceil(max(limits.cpu_ms, limits.compile_wall_ms) / 1000))
-        compile_mb = max(limits.memory_mb, limits.compile_memory_mb)
+        compile_cpu_s = max(1, math.ceil(limits.compile_stage_cpu_ms / 1000))
+        compile_mb = limits.compile_stage_memory_mb
         compile_limits = f"ulimit -d {compile_mb * 1024} -t {compile_cpu_s} -u {limits.processes} || exit 125\n"
     return (
         compile_limits
@@ -335,8 +335,8 @@ class Sandbox:
         compiled = language.compile is not None
         argv = self._prefix(
             uid=uid, limits=limits, info_fd=info_fd, env=sandbox_env(language),
-            memory_mb=max(limits.memory_mb, limits.compile_memory_mb) if compiled else limits.memory_mb,
-            cpu_ms=max(limits.cpu_ms, limits.compile_wall_ms) if compiled else limits.cpu_ms,
+            memory_mb=limits.compile_stage_memory_mb if compiled else limits.memory_mb,
+            cpu_ms=limits.compile_stage_cpu_ms if compiled else limits.cpu_ms,
             files=["--perms", "0644", "--file", str(source_fd), f"{BOX}/{language.file_name}"],
         )
         if compiled:
@@ -350,8 +350,8 @@ class Sandbox:
         the highest any language may get; the script lowers them to the run's own."""
         argv = self._prefix(
             uid=uid, limits=ceilings, info_fd=info_fd, env=sandbox_env(None), files=[],
-            memory_mb=max(ceilings.memory_mb, ceilings.compile_memory_mb),
-            cpu_ms=max(ceilings.cpu_ms, ceilings.compile_wall_ms),
+            memory_mb=ceilings.compile_stage_memory_mb,
+            cpu_ms=ceilings.compile_stage_cpu_ms,
         )
         return argv + [self.tools.bash, "-c", f". /dev/fd/{script_fd}", "main"]
 

@@ -36,8 +36,8 @@ def unsandboxed_run(
     with open(os.path.join(workdir, lang.file_name), "w", encoding="utf-8") as f:
         f.write(code)
     compiled = lang.compile is not None
-    memory_mb = max(limits.memory_mb, limits.compile_memory_mb) if compiled else limits.memory_mb
-    cpu_ms = max(limits.cpu_ms, limits.compile_wall_ms) if compiled else limits.cpu_ms
+    memory_mb = limits.compile_stage_memory_mb if compiled else limits.memory_mb
+    cpu_ms = limits.compile_stage_cpu_ms if compiled else limits.cpu_ms
     argv = [prlimit, *rlimit_args(limits, memory_mb=memory_mb, cpu_ms=cpu_ms), "--"]
     if compile_pipe is not None:
         argv += [bash, "-c", compile_script(lang, limits, compile_pipe[1]), "main", *args]
