@@ -18,11 +18,11 @@ Needs ``npm ci --prefix bench/node`` (and the repo's venv with pycrdt).
 from __future__ import annotations
 
 import argparse
+import asyncio
 import gc
 import json
 import os
 import random
-import socket
 import subprocess
 import sys
 import tempfile
@@ -33,34 +33,20 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 NODE_DIR = ROOT / "bench" / "node"
 sys.path.insert(0, str(ROOT))  # run from a checkout: algoroom and tests importable
+from tests.processes import ServerProcess  # noqa: E402 - after the path is set
+from tests.servers import free_port  # noqa: E402
+
 REFERENCE_SERVER = NODE_DIR / "node_modules" / "@y" / "websocket-server" / "src" / "server.js"
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def start_algoroom(database_url: str) -> tuple[subprocess.Popen, str]:
-    """``python -m algoroom`` on a free port (execution off); returns it and its base URL."""
-    port = free_port()
-    env = {
-        **os.environ, "HOST": "127.0.0.1", "PORT": str(port), "ALGOROOM_DATABASE_URL": database_url,
-        "ALGOROOM_EXEC_ENABLED": "false", "ALGOROOM_LOG_LEVEL": "WARNING", "PYTHONPATH": str(ROOT),
-    }  # fmt: skip
-    proc = subprocess.Popen([sys.executable, "-m", "algoroom"], env=env)
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            with urllib.request.urlopen(base + "/health", timeout=1):
-                return proc, base
-        except OSError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                proc.kill()
-                raise RuntimeError("algoroom did not start") from None
-            time.sleep(0.05)
+def start_algoroom(database_url: str, log_path: Path) -> ServerProcess:
+    """``python -m algoroom`` on a free port (execution off), answering ``/health``."""
+    server = ServerProcess(
+        {"ALGOROOM_DATABASE_URL": database_url, "ALGOROOM_EXEC_ENABLED": "false", "ALGOROOM_LOG_LEVEL": "WARNING"},
+        log_path,
+    )
+    asyncio.run(server.start())
+    return server
 
 
 def new_session(base: str) -> str:
@@ -69,14 +55,14 @@ def new_session(base: str) -> str:
         return json.loads(resp.read())["id"]
 
 
-def start_process(args: list[str], ready: str, env: dict[str, str] | None = None) -> tuple[subprocess.Popen, str]:
+def start_process(args: list[str], ready: str, env: dict[str, str] | None = None) -> subprocess.Popen:
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, text=True, env={**os.environ, **(env or {})})
     assert proc.stdout is not None
     line = proc.stdout.readline()
-    if ready not in line and not line.strip().isdigit():
+    if ready not in line:
         proc.kill()
         raise RuntimeError(f"{args[0]} did not start: {line!r}")
-    return proc, line.strip()
+    return proc
 
 
 def run_typists(url: str, room: str, typists: int, samples: int, cps: float) -> dict:
@@ -202,15 +188,17 @@ def main() -> None:
         return
 
     procs: list[subprocess.Popen] = []
+    server: ServerProcess | None = None
     tmp = tempfile.TemporaryDirectory(prefix="algoroom-bench-yjs-")
     try:
         base = args.url
         if base is None:
-            proc, base = start_algoroom(args.database_url or f"sqlite:///{tmp.name}/bench.db")
-            procs.append(proc)
+            database_url = args.database_url or f"sqlite:///{tmp.name}/bench.db"
+            server = start_algoroom(database_url, Path(tmp.name) / "server.log")
+            base = server.url
         ours = base.replace("http", "ws", 1) + "/yjs"
         ref_port = free_port()
-        proc, _ = start_process(
+        proc = start_process(
             ["node", str(REFERENCE_SERVER)], ready="running at", env={"HOST": "127.0.0.1", "PORT": str(ref_port)}
         )
         procs.append(proc)
@@ -240,6 +228,8 @@ def main() -> None:
             ratio = medians["algoroom (pycrdt)"] / medians["@y/websocket-server 0.1.1"]
             print(f"{typists:>7}  median ratio ours/node = {ratio:.2f}x (target <= 1.2x)")
     finally:
+        if server is not None:
+            server.terminate()
         for proc in procs:
             proc.terminate()
             proc.wait()

@@ -72,7 +72,7 @@ for (const t of timers) { clearTimeout(t); clearInterval(t) }
 latencies.sort((x, y) => x - y)
 const pct = (p) => latencies[Math.min(latencies.length - 1, Math.floor(p * latencies.length))]
 process.stdout.write(JSON.stringify({
-  typists, samples: latencies.length, incomplete, median: pct(0.5), p99: pct(0.99), max: latencies[latencies.length - 1]
+  typists, samples: latencies.length, incomplete, median: pct(0.5) ?? null, p99: pct(0.99) ?? null, max: latencies[latencies.length - 1] ?? null
 }) + '\n')
 for (const { provider } of clients) provider.destroy()
 setTimeout(() => process.exit(0), 100)

@@ -1,8 +1,7 @@
 """A throwaway y-websocket server around YRoom, for the real-client tests.
 
 Deliberately tiny: the real ``/yjs/{sessionId}`` endpoint lives in the algoroom app; this
-fixture only exists so that the Yjs core can be tested end to end on its own (and is what
-``bench/bench_yjs.py`` starts when no ``--url`` is given).
+fixture only exists so that the Yjs core can be tested end to end on its own.
 """
 
 from __future__ import annotations
