@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 from typing import Any
 
 import pytest
@@ -12,6 +13,9 @@ from aiohttp.test_utils import TestClient
 
 from algoroom import Settings, create_app
 
+from .servers import ServerUnavailable, start_redis, unavailable
+from .yjs.nodeclient import node_deps_installed, node_executable
+
 RECEIVE_TIMEOUT = 5.0
 
 
@@ -19,6 +23,26 @@ def make_settings(**overrides: Any) -> Settings:
     """Test settings: an in-memory store and no executor (its probe costs ~1 s per app),
     unless the test asks for them."""
     return Settings(**{"database_url": "memory://", "exec_enabled": False, **overrides})
+
+
+@pytest.fixture
+def require_node() -> None:
+    """Skip (fail on CI) without node and the npm Yjs clients."""
+    if node_executable() is None or not node_deps_installed():
+        message = "Yjs client tests need node and `npm ci --prefix tests/yjs/node`"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+
+
+@pytest.fixture
+def redis_server():
+    """A real redis-server of this test's own, on a free port."""
+    try:
+        with start_redis() as server:
+            yield server
+    except ServerUnavailable as error:
+        unavailable(str(error))
 
 
 @pytest.fixture

@@ -10,18 +10,8 @@ import pytest
 
 from .conftest import receive_until
 from .processes import ServerProcess
-from .servers import ServerUnavailable, start_redis, unavailable
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture
-def redis_server():
-    try:
-        with start_redis() as server:
-            yield server
-    except ServerUnavailable as error:
-        unavailable(str(error))
 
 
 @pytest.fixture

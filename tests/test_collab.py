@@ -4,7 +4,6 @@ node) against the real app, next to REST and JSON WebSocket clients."""
 from __future__ import annotations
 
 import asyncio
-import os
 import shutil
 import uuid
 
@@ -18,17 +17,10 @@ from algoroom.keys import SERVICE
 
 from .conftest import make_settings, receive_until
 from .processes import ServerProcess
-from .servers import ServerUnavailable, start_redis, unavailable
-from .yjs.nodeclient import NodeClient, node_deps_installed, node_executable
+from .yjs.nodeclient import NodeClient
 
 
-@pytest.fixture(autouse=True)
-def require_node() -> None:
-    if node_executable() is None or not node_deps_installed():
-        message = "Yjs client tests need node and `npm ci --prefix tests/yjs/node`"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
+pytestmark = pytest.mark.usefixtures("require_node")
 
 
 class Running:
@@ -72,8 +64,8 @@ class Running:
         return await asyncio.wait_for(poll(), timeout)
 
 
-async def start(settings) -> Running:
-    server = TestServer(create_app(settings), host="127.0.0.1")
+async def start(settings, port: int | None = None) -> Running:
+    server = TestServer(create_app(settings), host="127.0.0.1", port=port)
     await server.start_server()
     return Running(server, aiohttp.ClientSession())
 
@@ -215,7 +207,7 @@ async def test_edits_survive_a_server_restart(tmp_path):
         await first.http.close()
         await first.server.close()  # graceful: every document is saved
         await client.wait_connected(False)
-        second = await start_on(settings, port)
+        second = await start(settings, port)
         try:
             await client.wait_connected(True, timeout=15)
             await client.insert(0, ">")
@@ -224,12 +216,6 @@ async def test_edits_survive_a_server_restart(tmp_path):
         finally:
             await second.http.close()
             await second.server.close()
-
-
-async def start_on(settings, port: int) -> Running:
-    server = TestServer(create_app(settings), host="127.0.0.1", port=port)
-    await server.start_server()
-    return Running(server, aiohttp.ClientSession())
 
 
 async def test_five_megabyte_document(app_server):
@@ -290,36 +276,32 @@ async def test_unknown_session_is_refused(app_server):
     assert msg.type is WSMsgType.CLOSE and msg.data == 4404
 
 
-async def test_two_processes_converge_through_redis(tmp_path):
+async def test_two_processes_converge_through_redis(tmp_path, redis_server):
+    env = {
+        "ALGOROOM_DATABASE_URL": f"sqlite:///{tmp_path / 'shared.db'}",
+        "ALGOROOM_REDIS_URL": redis_server.url,
+        "ALGOROOM_REDIS_PREFIX": f"t{uuid.uuid4().hex[:8]}",
+        "ALGOROOM_EXEC_ENABLED": "false",
+    }
+    servers = [ServerProcess(env, tmp_path / f"s{i}.log") for i in range(2)]
     try:
-        with start_redis() as redis_server:
-            env = {
-                "ALGOROOM_DATABASE_URL": f"sqlite:///{tmp_path / 'shared.db'}",
-                "ALGOROOM_REDIS_URL": redis_server.url,
-                "ALGOROOM_REDIS_PREFIX": f"t{uuid.uuid4().hex[:8]}",
-                "ALGOROOM_EXEC_ENABLED": "false",
-            }
-            servers = [ServerProcess(env, tmp_path / f"s{i}.log") for i in range(2)]
-            try:
-                await asyncio.gather(*(s.start() for s in servers))
-                async with aiohttp.ClientSession() as http:
-                    async with http.post(servers[0].url + "/sessions", json={"language": "python"}) as resp:
-                        sid = (await resp.json())["id"]
-                urls = [f"ws://127.0.0.1:{s.port}/yjs" for s in servers]
-                async with NodeClient(urls[0], sid, name="a") as a, NodeClient(urls[1], sid, name="b") as b:
-                    await asyncio.gather(a.wait_synced(), b.wait_synced())
-                    await a.insert(0, "from a\n")
-                    await b.wait_for_text("from a\n")
-                    await b.insert(7, "from b\n")
-                    await asyncio.gather(a.wait_for_text("from a\nfrom b\n"), b.wait_for_text("from a\nfrom b\n"))
-                    await asyncio.gather(a.insert(0, "1"), b.insert(0, "2"))
-                    await asyncio.gather(a.wait_for_length(16), b.wait_for_length(16))
-                    assert await a.text() == await b.text()
-            finally:
-                for server in servers:
-                    server.terminate()
-    except ServerUnavailable as error:
-        unavailable(str(error))
+        await asyncio.gather(*(s.start() for s in servers))
+        async with aiohttp.ClientSession() as http:
+            async with http.post(servers[0].url + "/sessions", json={"language": "python"}) as resp:
+                sid = (await resp.json())["id"]
+        urls = [f"ws://127.0.0.1:{s.port}/yjs" for s in servers]
+        async with NodeClient(urls[0], sid, name="a") as a, NodeClient(urls[1], sid, name="b") as b:
+            await asyncio.gather(a.wait_synced(), b.wait_synced())
+            await a.insert(0, "from a\n")
+            await b.wait_for_text("from a\n")
+            await b.insert(7, "from b\n")
+            await asyncio.gather(a.wait_for_text("from a\nfrom b\n"), b.wait_for_text("from a\nfrom b\n"))
+            await asyncio.gather(a.insert(0, "1"), b.insert(0, "2"))
+            await asyncio.gather(a.wait_for_length(16), b.wait_for_length(16))
+            assert await a.text() == await b.text()
+    finally:
+        for server in servers:
+            server.terminate()
 
 
 async def test_idle_documents_are_saved_and_unloaded(tmp_path):

@@ -7,7 +7,6 @@ fixture only exists so that the Yjs core can be tested end to end on its own.
 from __future__ import annotations
 
 import asyncio
-import os
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
@@ -16,7 +15,6 @@ from aiohttp import WSCloseCode, WSMsgType, web
 
 from algoroom.yjs import ProtocolError, YRoom
 
-from .nodeclient import node_deps_installed, node_executable
 
 MAX_MESSAGE = 64 * 1024 * 1024  # the 5 MB document test; aiohttp's default is 4 MiB
 
@@ -119,15 +117,6 @@ async def start_server(state: TestYjsServer, port: int = 0) -> RunningServer:
     await site.start()
     bound = runner.addresses[0][1]
     return RunningServer(state, runner, bound)
-
-
-@pytest.fixture
-def require_node() -> None:
-    if node_executable() is None or not node_deps_installed():
-        message = "real-client tests need node and `npm ci --prefix tests/yjs/node`"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
 
 
 @pytest.fixture
