@@ -207,13 +207,7 @@ class PostgresStore(SessionStore):
             if row is not None:
                 revision, language, created_at = row
                 return Session(session_id, code, language, created_at, now, revision)
-            current = await self.pool.fetchval("SELECT revision FROM sessions WHERE id = $1", session_id)
-            if current is None:
-                raise SessionNotFound(session_id)
-            if expected_revision is not None and current != expected_revision:
-                raise RevisionConflict(session_id, expected_revision, current)
-            # The session appeared, or reached the expected revision, between the two
-            # statements: try again.
+            await self._explain_miss(session_id, expected_revision)
 
     @_tracked
     async def delete(self, session_id: str) -> bool:
@@ -267,11 +261,13 @@ class PostgresStore(SessionStore):
                 return Session(session_id, code, language, created_at, updated_at, revision)
             if expected_revision is None:
                 raise SessionNotFound(session_id)
-            # Nothing was written: unknown id or stale revision? (As in update_code.)
-            current = await self.pool.fetchval("SELECT revision FROM sessions WHERE id = $1", session_id)
-            if current is None:
-                raise SessionNotFound(session_id)
-            if current != expected_revision:
-                raise RevisionConflict(session_id, expected_revision, current)
-            # The session appeared, or reached the expected revision, between the two
-            # statements: try again.
+            await self._explain_miss(session_id, expected_revision)
+
+    async def _explain_miss(self, session_id: str, expected_revision: int | None) -> None:
+        """A guarded write changed nothing: raise why (unknown id, stale revision), or return
+        if the session appeared or reached the expected revision in between (write again)."""
+        current = await self.pool.fetchval("SELECT revision FROM sessions WHERE id = $1", session_id)
+        if current is None:
+            raise SessionNotFound(session_id)
+        if expected_revision is not None and current != expected_revision:
+            raise RevisionConflict(session_id, expected_revision, current)

@@ -204,7 +204,7 @@ class RedisStore(SessionStore):
             await client.aclose()
             raise
         self._client = client
-        self._pipeline = AutoPipeline(client, {_sha(source): source for source in _SCRIPTS})
+        self._pipeline = AutoPipeline(client, {sha: source for source, sha in _SHAS.items()})
         self._pipeline.start()
 
     def _script(self, source: str, keys: list[bytes], args: list[object]) -> asyncio.Future[object]:
