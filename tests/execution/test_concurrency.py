@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import collections
+from pathlib import Path
 
 import pytest
 import pytest_asyncio
 
 from algoroom.errors import ExecutionBusy
 from algoroom.execution import ExecutionLimits, Executor
+from algoroom.execution.watchdog import scan_uids
 from algoroom.languages import LANGUAGES
 
 from .conftest import assert_nothing_left, wait_until
@@ -100,7 +102,18 @@ async def test_close_kills_running_runs(tiny_executor: Executor) -> None:
     ex = tiny_executor
     uids = ex.slot_uids
     task = asyncio.ensure_future(ex.run("python", "import time\nprint('up', flush=True)\ntime.sleep(30)"))
-    await wait_until(lambda: ex.running == 1, what="run started")
+
+    def program_running() -> bool:  # the run's own python, not the slot's waiting sandbox
+        for usage in scan_uids(uids).values():
+            for pid in usage.pids:
+                try:
+                    if b"main.py" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                        return True
+                except OSError:
+                    continue
+        return False
+
+    await wait_until(program_running, what="the program running")
     await asyncio.wait_for(ex.close(), 10)
     result = await asyncio.wait_for(task, 5)
     assert result.status == "killed", result
