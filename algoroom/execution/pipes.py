@@ -45,25 +45,22 @@ class Stream:
         self.size += len(chunk)
 
 
-def make_pipe() -> tuple[int, int]:
-    """A pipe (read end non-blocking, both close-on-exec) enlarged to PIPE_SIZE."""
+def make_pipe(*, nonblocking_read: bool = True) -> tuple[int, int]:
+    """A pipe (both ends close-on-exec) enlarged to PIPE_SIZE; its read end non-blocking
+    when we read it, blocking when a run does (see :func:`make_input_pipe`)."""
     r, w = os.pipe2(os.O_CLOEXEC)
     try:
         fcntl.fcntl(w, _F_SETPIPE_SZ, PIPE_SIZE)
     except OSError:  # over /proc/sys/fs/pipe-max-size: keep the default size
         pass
-    os.set_blocking(r, False)
+    if nonblocking_read:
+        os.set_blocking(r, False)
     return r, w
 
 
 def make_input_pipe() -> tuple[int, int]:
     """A pipe into a run (its stdin, its script): the read end, the run's, stays blocking."""
-    r, w = os.pipe2(os.O_CLOEXEC)
-    try:
-        fcntl.fcntl(w, _F_SETPIPE_SZ, PIPE_SIZE)
-    except OSError:
-        pass
-    return r, w
+    return make_pipe(nonblocking_read=False)
 
 
 def parse_times(line: bytes) -> int:
