@@ -269,13 +269,26 @@ class DocumentManager:
         if document is not None:
             document.room.leave(peer)
 
-    async def _load(self, session_id: str) -> Document:
-        # Session first, then state: a save landing between the two reads can only make the
-        # revision look older than the state (a needless retry later), never the reverse.
+    async def _read_stored(self, session_id: str) -> tuple[Session, bytes | None]:
+        """The session and its document state as one save left them.
+
+        A save writes both at once, but they are read one after the other: the session is
+        read again after the state, and both again if a save landed in between. Otherwise
+        the older code would look like code written without the document, and loading would
+        write it back over the newer save.
+        """
         session = await self.store.get(session_id)
-        if session is None:
-            raise SessionNotFound(session_id)
-        state = await self.store.load_document(session_id)
+        while True:
+            if session is None:
+                raise SessionNotFound(session_id)
+            state = await self.store.load_document(session_id)
+            after = await self.store.get(session_id)
+            if after is not None and after.revision == session.revision:
+                return session, state
+            session = after
+
+    async def _load(self, session_id: str) -> Document:
+        session, state = await self._read_stored(session_id)
         document = Document(self, session)
         try:
             if state is None:

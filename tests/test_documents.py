@@ -120,3 +120,43 @@ async def test_a_put_matching_a_relayed_text_is_still_saved_as_a_new_revision(st
         assert (await store.get(sid)).code == "16"
     finally:
         await manager.close()
+
+
+class SaveDuringLoadStore(MemoryStore):
+    """A memory store where another process's save lands between a load's two reads."""
+
+    def __init__(self, racing_save) -> None:
+        super().__init__()
+        self.racing_save = racing_save
+
+    async def load_document(self, session_id: str) -> bytes | None:
+        racing_save, self.racing_save = self.racing_save, None
+        if racing_save is not None:
+            await racing_save(self)
+        return await super().load_document(session_id)
+
+
+async def test_a_save_landing_while_a_document_loads_is_kept():
+    writer = YRoom("other process")
+    writer.apply_text("one")
+    first = writer.encode_state()
+    writer.apply_text("two")
+    second = writer.encode_state()
+    session = Session.new("python")
+
+    async def racing_save(store: MemoryStore) -> None:
+        await store.save_document(session.id, second, "two", expected_revision=1)
+
+    store = SaveDuringLoadStore(racing_save)
+    await store.create(session)
+    await store.save_document(session.id, first, "one", expected_revision=0)
+    manager = DocumentManager(store, LocalCluster(SessionHub()))
+    try:
+        document = await manager.open(session.id)
+        assert document.text == "two"
+        assert document.revision == 2
+        stored = await store.get(session.id)
+        assert (stored.code, stored.revision) == ("two", 2)  # no revision 3 putting "one" back
+    finally:
+        await manager.close()
+        writer.close()
